@@ -1,0 +1,60 @@
+# bert-trt-serve: two commands on a fresh machine.
+#   make serve   set up, train the default model if missing, export ONNX, build the .mar,
+#                start TorchServe and answer one prediction
+#   make test    set up and run the tests (unit, export parity, real TorchServe)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ARTIFACTS := artifacts/default
+CHECKPOINT := $(ARTIFACTS)/checkpoint
+EXPORT_DIR := $(ARTIFACTS)/export
+MAR := model_store/bert_trt.mar
+DEMO_TEXT ?= I absolutely love this, it is the best purchase I have made all year!
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: serve setup test predict stop mar export train bench-smoke clean help
+
+help:
+	@sed -n '2,5p' Makefile
+
+serve: setup $(MAR)  ## the main job, end to end on the built-in default model
+	@$(BIN)/python scripts/ts_control.py stop >/dev/null 2>&1 || true
+	$(BIN)/python scripts/ts_control.py start
+	$(BIN)/python scripts/ts_control.py predict "$(DEMO_TEXT)"
+	@echo "TorchServe keeps running; 'make stop' stops it. README shows curl examples."
+
+setup: $(VENV)/.installed  ## Java check + virtual environment with every pinned package
+	@scripts/check_java.sh
+
+$(VENV)/.installed: requirements.txt
+	@scripts/check_java.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet pip==25.3
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+train: $(CHECKPOINT)/config.json
+$(CHECKPOINT)/config.json: | $(VENV)/.installed
+	$(BIN)/python -m export.train --out $(CHECKPOINT)
+
+export: $(EXPORT_DIR)/model.onnx
+$(EXPORT_DIR)/model.onnx: $(CHECKPOINT)/config.json
+	$(BIN)/python -m export.onnx_export --checkpoint $(CHECKPOINT) --out-dir $(EXPORT_DIR)
+
+mar: $(MAR)
+$(MAR): $(EXPORT_DIR)/model.onnx $(wildcard handler/*.py) build_mar.py
+	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --export-dir $(EXPORT_DIR)
+
+test: setup  ## the test command (CI runs exactly this)
+	$(BIN)/python -m pytest
+
+predict:
+	$(BIN)/python scripts/ts_control.py predict "$(DEMO_TEXT)"
+
+stop:
+	$(BIN)/python scripts/ts_control.py stop
+
+clean:
+	rm -rf $(MAR) logs key_file.json

@@ -1,0 +1,91 @@
+"""TorchServe entry point of bert_trt: one class, everything else in the `handler` package.
+
+Response schema (one per text):
+    {"label": "positive", "score": 0.97,
+     "probabilities": {"negative": 0.01, "neutral": 0.02, "positive": 0.97},
+     "backend": "torch_cpu"}
+A request that sent a list of texts gets a list of these, in order. A bad request gets
+``{"error": "...", "code": 4xx}`` with that HTTP status; the rest of its batch is answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from handler.backends import choose_backend  # noqa: E402
+from handler.classifier import TextClassifier, load_tokenizer  # noqa: E402
+from handler.metrics import HandlerMetrics  # noqa: E402
+from handler.payload import ParsedRequest, RequestError, parse_request  # noqa: E402
+from handler.settings import HandlerSettings  # noqa: E402
+from handler.spec import ModelSpec  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+class BertTrtHandler:
+    """Tokenize a TorchServe batch once, run the chosen backend, answer each request in order."""
+
+    def __init__(self):
+        self.initialized = False
+        self.classifier: TextClassifier | None = None
+        self.settings = HandlerSettings()
+
+    def initialize(self, context) -> None:
+        """Load spec, tokenizer and the first backend that can run in this worker."""
+        properties = context.system_properties
+        model_dir = properties["model_dir"]
+        model_yaml = getattr(context, "model_yaml_config", None) or {}
+        self.settings = HandlerSettings.from_model_yaml(model_yaml)
+        spec = ModelSpec.load(model_dir)
+        options = {
+            "gpu_id": properties.get("gpu_id"),
+            "num_threads": self.settings.threads_per_worker(model_yaml.get("minWorkers")),
+            "dtype": self.settings.cuda_dtype,
+        }
+        backend, skipped = choose_backend(self.settings.backend, model_dir, spec, options)
+        self.classifier = TextClassifier(load_tokenizer(model_dir), backend, spec, self.settings.max_length)
+        self.skipped_backends = skipped
+        logger.info("bert_trt ready: %s, max_length=%d, labels=%s", backend.describe(), self.classifier.max_length, spec.labels)
+        HandlerMetrics(getattr(context, "metrics", None)).backend_started(backend.name)
+        self.initialized = True
+
+    def handle(self, data: list[dict], context) -> list:
+        """Answer every request of the batch, in order: a prediction, a list of them, or an error."""
+        metrics = HandlerMetrics(getattr(context, "metrics", None))
+        start = time.perf_counter()
+        parsed: list[ParsedRequest | RequestError] = []
+        for request in data:
+            try:
+                parsed.append(parse_request(request, self.settings.max_texts_per_request))
+            except RequestError as error:
+                parsed.append(error)
+
+        texts = [text for item in parsed if isinstance(item, ParsedRequest) for text in item.texts]
+        predictions = iter(self.classifier.classify(texts))
+        backend_name = self.classifier.backend.name
+
+        responses = []
+        for index, item in enumerate(parsed):
+            if isinstance(item, RequestError):
+                context.set_response_status(item.status, item.message, index)
+                responses.append(item.to_response())
+                continue
+            answers = [dict(next(predictions), backend=backend_name) for _ in item.texts]
+            responses.append(answers if item.wants_list else answers[0])
+
+        rejected = sum(isinstance(item, RequestError) for item in parsed)
+        metrics.batch_done(
+            backend=backend_name,
+            requests=len(data),
+            rejected=rejected,
+            timings=self.classifier.last_timings,
+            total_ms=(time.perf_counter() - start) * 1000,
+        )
+        logger.info("batch: %d requests, %d texts, %d rejected", len(data), len(texts), rejected)
+        return responses

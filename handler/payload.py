@@ -1,0 +1,103 @@
+"""Turning one TorchServe request into texts, and errors into HTTP answers.
+
+TorchServe hands the handler a list of dicts; the payload sits under ``body`` or ``data``
+(or ``text`` for a form field) as bytes, str, or JSON the frontend already parsed
+(``Content-Type: application/json``). Accepted payloads:
+
+* raw text: ``I loved it``
+* a JSON object: ``{"text": "I loved it"}`` or ``{"text": ["a", "b"]}``
+* a JSON list of texts: ``["a", "b"]`` (answered with a list, in order)
+
+Anything else raises `RequestError`, which carries its HTTP status.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+PAYLOAD_KEYS = ("body", "data", "text")
+DEFAULT_MAX_TEXTS_PER_REQUEST = 256
+
+
+class RequestError(Exception):
+    """A problem with one request; `status` is the HTTP code it is answered with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def to_response(self) -> dict:
+        """The JSON body sent back for this request."""
+        return {"error": self.message, "code": self.status}
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    """The texts of one request, and whether the answer must be a list."""
+
+    texts: list[str]
+    wants_list: bool
+
+
+def parse_request(request: dict, max_texts: int = DEFAULT_MAX_TEXTS_PER_REQUEST) -> ParsedRequest:
+    """Extract the texts from one TorchServe request dict or raise `RequestError`."""
+    payload = _payload_of(request)
+    if isinstance(payload, (bytes, bytearray)):
+        try:
+            payload = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise RequestError(f"request body is not valid UTF-8 (byte {err.start}); send UTF-8 text or JSON") from None
+    if isinstance(payload, str):
+        payload = _maybe_json(payload)
+    return _texts_from_value(payload, max_texts)
+
+
+def _payload_of(request: dict):
+    if not isinstance(request, dict):
+        raise RequestError("malformed request: expected a TorchServe request dict")
+    for key in PAYLOAD_KEYS:
+        value = request.get(key)
+        if value is not None:
+            return value
+    raise RequestError('empty request: send text, {"text": "..."} or a JSON list of texts')
+
+
+def _maybe_json(text: str):
+    """Parse JSON objects, lists and strings; leave anything else as raw text."""
+    stripped = text.lstrip()
+    if not stripped or stripped[0] not in '{["':
+        return text
+    try:
+        value = json.loads(stripped)
+    except ValueError as err:
+        if stripped[0] == "{":
+            raise RequestError(f"malformed JSON object: {err.msg} at position {err.pos}") from None
+        return text  # e.g. "[sic] great film" is text, not JSON
+    return value if isinstance(value, (dict, list, str)) else text
+
+
+def _texts_from_value(value, max_texts: int) -> ParsedRequest:
+    if isinstance(value, dict):
+        if "text" not in value:
+            raise RequestError(f'JSON object must have a "text" field; got fields {sorted(value)[:10]}')
+        value = value["text"]
+    if isinstance(value, str):
+        return ParsedRequest([_checked_text(value, None)], wants_list=False)
+    if isinstance(value, list):
+        if not value:
+            raise RequestError("empty list: send at least one text")
+        if len(value) > max_texts:
+            raise RequestError(f"too many texts in one request: {len(value)} > {max_texts}; split it", status=413)
+        return ParsedRequest([_checked_text(item, i) for i, item in enumerate(value)], wants_list=True)
+    raise RequestError(f"expected text, a JSON object with \"text\", or a list of texts; got {type(value).__name__}")
+
+
+def _checked_text(item, index: int | None) -> str:
+    where = "" if index is None else f" at index {index}"
+    if not isinstance(item, str):
+        raise RequestError(f"text{where} must be a string, got {type(item).__name__}")
+    if not item.strip():
+        raise RequestError(f"text{where} is empty")
+    return item

@@ -1,0 +1,45 @@
+"""The `handler:` section of model-config.yaml, validated with errors that say how to fix it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+from handler.payload import DEFAULT_MAX_TEXTS_PER_REQUEST
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    """Settings read from ``handler:`` in model-config.yaml; None means "use the default"."""
+
+    #: "auto" (TensorRT > torch on CUDA > torch on CPU) or one backend name
+    backend: str = "auto"
+    #: truncate texts to this many tokens (None: the spec's max_length)
+    max_length: int | None = None
+    #: torch CPU threads per worker (None: CPU cores / minWorkers)
+    num_threads: int | None = None
+    #: largest list of texts one request may carry
+    max_texts_per_request: int = DEFAULT_MAX_TEXTS_PER_REQUEST
+    #: weights dtype of the torch CUDA backend
+    cuda_dtype: str = "float16"
+
+    @classmethod
+    def from_model_yaml(cls, model_yaml: dict | None) -> "HandlerSettings":
+        """Read ``model_yaml["handler"]``; unknown keys are an error naming the known ones."""
+        section = dict((model_yaml or {}).get("handler") or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"unknown handler settings {unknown} in model-config.yaml; known: {sorted(known)}")
+        for key in ("max_length", "num_threads", "max_texts_per_request"):
+            if section.get(key) in ("auto", "", None):
+                section.pop(key, None)
+            elif not isinstance(section[key], int) or section[key] < 1:
+                raise ValueError(f"handler setting {key} must be a positive integer, got {section[key]!r}")
+        return cls(**section)
+
+    def threads_per_worker(self, workers: int | None) -> int:
+        """CPU threads for one worker: the configured number, else cores divided among workers."""
+        if self.num_threads:
+            return self.num_threads
+        return max(1, (os.cpu_count() or 1) // max(1, workers or 1))

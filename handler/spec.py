@@ -1,0 +1,89 @@
+"""The one serving spec shared by export, engine building, `build_mar.py` and the handler.
+
+It is written once next to the checkpoint (``serving_spec.json``) and read everywhere else,
+so input names, dynamic axes, the maximum sequence length and the label map are never
+re-derived by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SPEC_FILE_NAME = "serving_spec.json"
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAME = "logits"
+DEFAULT_MAX_LENGTH = 128
+DEFAULT_OPSET = 17
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What every stage must agree on about the classifier's inputs and outputs."""
+
+    id2label: dict[int, str]
+    max_length: int = DEFAULT_MAX_LENGTH
+    opset: int = DEFAULT_OPSET
+    input_names: tuple[str, ...] = INPUT_NAMES
+    output_name: str = OUTPUT_NAME
+    onnx_file: str = "model.onnx"
+    engine_file: str = "model.plan"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if len(self.id2label) < 2:
+            raise ValueError(f"a classifier needs at least 2 labels, got {self.id2label}")
+        if sorted(self.id2label) != list(range(len(self.id2label))):
+            raise ValueError(f"label ids must be 0..N-1, got {sorted(self.id2label)}")
+        if not 8 <= self.max_length <= 512:
+            raise ValueError(f"max_length must be within 8..512 (BERT positions), got {self.max_length}")
+
+    @property
+    def labels(self) -> list[str]:
+        """Label names in id order."""
+        return [self.id2label[i] for i in range(len(self.id2label))]
+
+    @property
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """ONNX dynamic axes: batch and sequence on every input, batch on the logits."""
+        axes = {name: {0: "batch", 1: "sequence"} for name in self.input_names}
+        axes[self.output_name] = {0: "batch"}
+        return axes
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the spec as JSON into `directory` and return the file's path."""
+        path = Path(directory) / SPEC_FILE_NAME
+        data = asdict(self)
+        data["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        data["input_names"] = list(self.input_names)
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ModelSpec":
+        """Read the spec written by `save` (or by `from_checkpoint` + `save`)."""
+        path = Path(directory) / SPEC_FILE_NAME
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: run `python -m export.onnx_export --checkpoint {directory}` "
+                "(or ModelSpec.from_checkpoint(...).save(...)) to write it"
+            )
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["id2label"] = {int(k): v for k, v in data["id2label"].items()}
+        data["input_names"] = tuple(data["input_names"])
+        return cls(**data)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint_dir: str | Path, max_length: int | None = None) -> "ModelSpec":
+        """Build the spec from a Hugging Face checkpoint's config.json (labels come from id2label)."""
+        config_path = Path(checkpoint_dir) / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path} is missing: is {checkpoint_dir} a Hugging Face checkpoint directory?")
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        id2label = {int(k): v for k, v in config.get("id2label", {}).items()}
+        if not id2label:
+            raise ValueError(f"{config_path} has no id2label: fine-tune with export.train, which writes it")
+        position_limit = int(config.get("max_position_embeddings", 512))
+        max_length = min(max_length or DEFAULT_MAX_LENGTH, position_limit)
+        return cls(id2label=id2label, max_length=max_length)

@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny BERT classifier the tests build themselves, its ONNX export and .mar,
+and real TorchServe instances on free loopback ports (always stopped, even when a test fails)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.tiny_model import LABELS, make_tiny_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT classifier with MiniLM's vocab and labels negative/neutral/positive."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_checkpoint, tmp_path_factory) -> Path:
+    """ONNX export (model.onnx + serving_spec.json) of the tiny checkpoint."""
+    from export.onnx_export import onnx_from_checkpoint
+
+    out = tmp_path_factory.mktemp("tiny_export")
+    onnx_from_checkpoint(tiny_checkpoint, out, max_length=64)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_store(tiny_checkpoint, tiny_export, tmp_path_factory) -> Path:
+    """A model store holding bert_trt.mar built from the tiny checkpoint by build_mar.py."""
+    import build_mar
+
+    store = tmp_path_factory.mktemp("ts") / "model_store"
+    build_mar.build_mar(
+        build_mar.parse_args(
+            ["--checkpoint", str(tiny_checkpoint), "--export-dir", str(tiny_export), "--out", str(store),
+             "--batch-size", "16", "--max-batch-delay", "200"]
+        )
+    )  # fmt: skip
+    return store
+
+
+@pytest.fixture(scope="session")
+def reference_classifier(tiny_checkpoint, tiny_export, tmp_path_factory):
+    """The handler's classifier run in-process on the CPU: what TorchServe must answer."""
+    from tests.tiny_model import in_process_classifier
+
+    return in_process_classifier(tiny_checkpoint, tiny_export, tmp_path_factory.mktemp("ref"))
+
+
+@pytest.fixture(scope="session")
+def torchserve(tiny_model_store, tmp_path_factory):
+    """TorchServe started with the shipped config.properties (model API off, token auth on)."""
+    from scripts.ts_control import TorchServe
+
+    server = TorchServe(workdir=tmp_path_factory.mktemp("ts_run"), model_store=tiny_model_store)
+    try:
+        server.start()
+        yield server
+    finally:
+        if server.stop():
+            server.kill()
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "integration" in item.nodeid.split("/"):
+            item.add_marker(pytest.mark.integration)

@@ -1,0 +1,118 @@
+"""A real TorchServe, started with the shipped config.properties and a .mar built by build_mar.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from scripts.ts_control import metric_values
+from tests.tiny_model import LABELS
+
+TEXTS = [f"review {i}: " + ("great value, would buy again " if i % 3 else "broken on arrival, refund please ") * (1 + i % 5) for i in range(32)]
+
+
+def _post_all(server, payloads, workers=32):
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(server.predict, payloads))
+
+
+def _wait_for(predicate, timeout=15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    return predicate()
+
+
+def test_prediction_matches_in_process_reference(torchserve, reference_classifier):
+    response = torchserve.predict("I love this phone, the battery is amazing")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = reference_classifier.classify(["I love this phone, the battery is amazing"])[0]
+    assert body["label"] == expected["label"] and body["label"] in LABELS
+    assert body["backend"] == "torch_cpu"
+    assert abs(body["score"] - expected["score"]) < 1e-4
+
+
+def test_json_object_and_list_payloads(torchserve, reference_classifier):
+    single = torchserve.predict({"text": "not bad at all"})
+    assert single.status_code == 200 and single.json()["label"] in LABELS
+    listed = torchserve.predict(["first text", "second, longer text here", "third"])
+    assert listed.status_code == 200
+    labels = [item["label"] for item in listed.json()]
+    assert labels == [p["label"] for p in reference_classifier.classify(["first text", "second, longer text here", "third"])]
+
+
+def test_32_concurrent_requests_are_batched_and_all_correct(torchserve, reference_classifier):
+    responses = _post_all(torchserve, TEXTS)
+    assert [r.status_code for r in responses] == [200] * 32
+    expected = reference_classifier.classify(TEXTS)
+    assert [r.json()["label"] for r in responses] == [e["label"] for e in expected]
+    for got, want in zip(responses, expected):
+        assert abs(got.json()["score"] - want["score"]) < 1e-4
+    batch_sizes = _wait_for(lambda: [v for v in metric_values(torchserve.log_dir, "BatchSize") if v > 1])
+    assert batch_sizes, f"no batch larger than 1 in model_metrics.log:\n{torchserve.log_tail('model_metrics.log')}"
+
+
+def test_bad_request_inside_a_concurrent_batch_gets_its_own_400(torchserve):
+    payloads = [f"good text number {i}" for i in range(15)]
+    payloads.insert(7, b"\xff\xfe not utf-8")
+    before = set(torchserve.describe("bert_trt")["workers"][0]["pid"] for _ in [0])
+    responses = _post_all(torchserve, payloads, workers=16)
+    codes = [r.status_code for r in responses]
+    assert codes[7] == 400 and codes.count(200) == 15
+    assert responses[7].json() == {"error": responses[7].json()["error"], "code": 400}
+    assert "UTF-8" in responses[7].json()["error"]
+    pattern = re.compile(r"batch: (\d+) requests, \d+ texts, (\d+) rejected")
+
+    def mixed_batches():
+        log = (torchserve.log_dir / "model_log.log").read_text(errors="replace")
+        return [int(n) for n, rejected in pattern.findall(log) if int(rejected) >= 1 and int(n) > 1]
+
+    assert _wait_for(mixed_batches), "the bad request was never in a batch with good ones"
+    after = set(w["pid"] for w in torchserve.describe("bert_trt")["workers"])
+    assert before == after, "the worker restarted after a bad request"
+    assert torchserve.predict("still answering").status_code == 200
+
+
+def test_scale_workers_up_and_down(torchserve):
+    url = f"{torchserve.management_url}/models/bert_trt"
+    headers = torchserve.headers("management")
+    try:
+        up = requests.put(f"{url}?min_worker=2&synchronous=true", headers=headers, timeout=180)
+        assert up.status_code == 200, up.text
+        assert _wait_for(lambda: torchserve.ready_workers("bert_trt") == 2, timeout=120)
+        assert len(torchserve.describe("bert_trt")["workers"]) == 2
+        assert torchserve.predict("scaled up").status_code == 200
+    finally:
+        down = requests.put(f"{url}?min_worker=1&max_worker=1&synchronous=true", headers=headers, timeout=180)
+    assert down.status_code == 200, down.text
+    assert _wait_for(lambda: len(torchserve.describe("bert_trt")["workers"]) == 1, timeout=60)
+
+
+def test_token_is_enforced(torchserve):
+    url = f"{torchserve.inference_url}/predictions/bert_trt"
+    refusals = [
+        requests.post(url, data=b"hi", timeout=10),
+        requests.post(url, data=b"hi", headers={"Authorization": "Bearer wrong"}, timeout=10),
+        requests.get(f"{torchserve.management_url}/models", timeout=10),
+        requests.get(f"{torchserve.management_url}/models", headers=torchserve.headers("inference"), timeout=10),
+    ]
+    for refused in refusals:  # TorchServe 0.12 answers a missing or wrong token with 400
+        assert refused.status_code in (400, 401), refused.text
+        assert "token" in refused.text.lower()
+    assert requests.get(f"{torchserve.management_url}/models", headers=torchserve.headers("management"), timeout=10).status_code == 200
+
+
+def test_register_is_refused_while_model_api_is_off(torchserve):
+    response = requests.post(
+        f"{torchserve.management_url}/models?url=bert_trt.mar&model_name=another", headers=torchserve.headers("management"), timeout=30
+    )
+    assert response.status_code >= 400
+    assert "model api" in json.dumps(response.json()).lower() or response.status_code == 405
