@@ -23,7 +23,8 @@ import yaml
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
-from handler.backends import BACKENDS, CHECKPOINT_SUBDIR  # noqa: E402
+from handler.backends import CHECKPOINT_SUBDIR  # noqa: E402
+from handler.selection import BACKENDS  # noqa: E402
 from handler.spec import SPEC_FILE_NAME, ModelSpec  # noqa: E402
 
 HANDLER_ENTRY = "bert_trt_handler.py"
@@ -129,7 +130,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-name", default="bert_trt")
     parser.add_argument("--version", default="1.0")
     parser.add_argument("--out", type=Path, default=Path("model_store"))
-    parser.add_argument("--backend", default="auto", choices=["auto", "tensorrt", *BACKENDS])
+    parser.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
     parser.add_argument("--max-length", type=int, help="truncate texts to this many tokens (default: the spec's, 128)")
     parser.add_argument("--num-threads", type=int, help="torch CPU threads per worker (default: cores / minWorkers)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="TorchServe batchSize")

@@ -11,15 +11,12 @@ float32 CPU logits of shape [batch, num_labels].
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 import torch
 
 from handler.spec import ModelSpec
-
-logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "model"
 
@@ -112,12 +109,16 @@ class TorchCpuBackend(Backend):
 
 
 class TorchCudaBackend(Backend):
-    """PyTorch on one CUDA device: fp16 weights, SDPA attention, `inference_mode`.
+    """PyTorch on one CUDA device: fp16 weights, SDPA attention, `inference_mode`, warmed up at load.
 
-    Options: ``gpu_id`` (int, from TorchServe), ``dtype`` ("float16" default, or "float32").
+    Options: ``gpu_id`` (from TorchServe), ``dtype`` ("float16" default, "bfloat16", "float32"),
+    ``cuda_graphs`` (capture one CUDA graph per (batch, sequence) bucket; inputs are padded up to
+    the bucket, which removes the per-kernel launch cost that dominates small batches).
     """
 
     name = "torch_cuda"
+    BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+    SEQUENCE_BUCKETS = (16, 32, 64, 128, 256, 512)
 
     def _load_impl(self) -> None:
         if not torch.cuda.is_available():
@@ -125,45 +126,97 @@ class TorchCudaBackend(Backend):
         gpu_id = int(self.options.get("gpu_id") or 0)
         torch.cuda.set_device(gpu_id)
         self.device = torch.device("cuda", gpu_id)
-        dtype_name = self.options.get("dtype", "float16")
-        dtype = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
+        dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[self.options.get("dtype") or "float16"]
         self.model = _load_hf_classifier(self.model_dir, dtype=dtype, attn_implementation="sdpa").to(self.device)
+        self.use_graphs = bool(self.options.get("cuda_graphs"))
+        self.graphs: dict[tuple[int, int], _CapturedBatch] = {}
+        self.graph_pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        seq_limit = self.spec.max_length
+        self.sequence_buckets = tuple(b for b in self.SEQUENCE_BUCKETS if b < seq_limit) + (seq_limit,)
+        if self.use_graphs:
+            self.max_batch_size = self.BATCH_BUCKETS[-1]
+        self.loaded = True  # warm-up goes through infer()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run every shape bucket once (capturing its graph) so that no request pays for it."""
+        batches = self.BATCH_BUCKETS if self.use_graphs else (1, 8)
+        lengths = self.sequence_buckets if self.use_graphs else (self.sequence_buckets[-1],)
+        for batch in batches:
+            for length in lengths:
+                ids = torch.full((batch, length), 100, dtype=torch.long)
+                self.infer({"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)})
+        torch.cuda.synchronize(self.device)
 
     def _infer_impl(self, inputs):
+        if self.use_graphs:
+            return self._infer_graphed(inputs)
         with torch.inference_mode():
             on_device = {name: inputs[name].to(self.device, non_blocking=True) for name in self.spec.input_names}
             return self.model(**on_device).logits.float().cpu()
 
+    def _infer_graphed(self, inputs):
+        batch, length = inputs["input_ids"].shape
+        key = (_bucket(batch, self.BATCH_BUCKETS), _bucket(length, self.sequence_buckets))
+        captured = self.graphs.get(key)
+        if captured is None:
+            captured = self.graphs[key] = _CapturedBatch(self.model, key, self.device, self.graph_pool)
+        return captured.run(inputs, batch, length)
+
     def describe(self):
-        return {"backend": self.name, "device": torch.cuda.get_device_name(self.device)}
+        return {
+            "backend": self.name,
+            "device": torch.cuda.get_device_name(self.device),
+            "dtype": str(self.model.dtype),
+            "cuda_graphs": f"{len(self.graphs)} captured" if self.use_graphs else "off",
+        }
 
 
-BACKENDS: dict[str, type[Backend]] = {cls.name: cls for cls in (TorchCudaBackend, TorchCpuBackend)}
-AUTO_ORDER = ("tensorrt", "torch_cuda", "torch_cpu")
+def _bucket(value: int, buckets: tuple[int, ...]) -> int:
+    """Smallest bucket that holds `value`."""
+    for bucket in buckets:
+        if value <= bucket:
+            return bucket
+    raise ValueError(f"{value} exceeds the largest bucket {buckets[-1]}")
 
 
-def backend_order(preference: str) -> list[str]:
-    """Names to try for a preference: "auto" means TensorRT, then torch on CUDA, then torch on CPU."""
-    if preference == "auto":
-        return [name for name in AUTO_ORDER if name in BACKENDS]
-    if preference not in BACKENDS:
-        raise ValueError(f"unknown backend {preference!r}; choose one of: auto, {', '.join(BACKENDS)}")
-    return [preference] if preference == "torch_cpu" else [preference, "torch_cpu"]
+class _CapturedBatch:
+    """One CUDA graph of the model for a fixed (batch, sequence) shape, with static I/O buffers.
 
-
-def choose_backend(preference: str, model_dir: str | Path, spec: ModelSpec, options: dict) -> tuple[Backend, list[str]]:
-    """Load the first backend in preference order that can run here.
-
-    Returns the loaded backend and the reasons the ones before it were skipped
-    (each also logged once).
+    The attention mask goes in as a 4-D boolean mask [batch, 1, 1, sequence]: transformers then
+    skips its data-dependent "is there any padding?" check, which syncs with the host and cannot
+    be captured.
     """
-    skipped = []
-    for name in backend_order(preference):
-        backend = BACKENDS[name](model_dir, spec, options)
-        try:
-            return backend.load(), skipped
-        except BackendUnavailable as reason:
-            message = f"backend {name} skipped: {reason}"
-            logger.warning(message)
-            skipped.append(message)
-    raise RuntimeError(f"no backend could be loaded: {'; '.join(skipped)}")
+
+    def __init__(self, model, shape: tuple[int, int], device: torch.device, pool):
+        self.host = {
+            "input_ids": torch.zeros(shape, dtype=torch.long).pin_memory(),
+            "token_type_ids": torch.zeros(shape, dtype=torch.long).pin_memory(),
+            "attention_mask": torch.zeros(shape, dtype=torch.bool).pin_memory(),
+        }
+        self.host["attention_mask"][:, 0] = True
+        self.static = {name: tensor.to(device) for name, tensor in self.host.items()}
+        with torch.inference_mode():
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self._forward(model)
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, pool=pool):
+                self.logits = self._forward(model)
+
+    def _forward(self, model):
+        mask = self.static["attention_mask"][:, None, None, :]
+        return model(input_ids=self.static["input_ids"], attention_mask=mask, token_type_ids=self.static["token_type_ids"]).logits
+
+    def run(self, inputs, batch: int, length: int) -> torch.Tensor:
+        for name, host in self.host.items():
+            host.zero_()
+            host[:batch, :length] = inputs[name]
+        self.host["attention_mask"][batch:, 0] = True  # padding rows attend to one token: no NaN rows
+        for name, host in self.host.items():
+            self.static[name].copy_(host, non_blocking=True)
+        self.graph.replay()
+        return self.logits[:batch].float().cpu()

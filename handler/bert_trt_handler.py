@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from handler.backends import choose_backend  # noqa: E402
+from handler.selection import choose_backend  # noqa: E402
 from handler.classifier import TextClassifier, load_tokenizer  # noqa: E402
 from handler.metrics import HandlerMetrics  # noqa: E402
 from handler.payload import ParsedRequest, RequestError, parse_request  # noqa: E402
@@ -47,6 +47,7 @@ class BertTrtHandler:
             "gpu_id": properties.get("gpu_id"),
             "num_threads": self.settings.threads_per_worker(model_yaml.get("minWorkers")),
             "dtype": self.settings.cuda_dtype,
+            "cuda_graphs": self.settings.cuda_graphs,
         }
         backend, skipped = choose_backend(self.settings.backend, model_dir, spec, options)
         self.classifier = TextClassifier(load_tokenizer(model_dir), backend, spec, self.settings.max_length)

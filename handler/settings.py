@@ -22,6 +22,8 @@ class HandlerSettings:
     max_texts_per_request: int = DEFAULT_MAX_TEXTS_PER_REQUEST
     #: weights dtype of the torch CUDA backend
     cuda_dtype: str = "float16"
+    #: torch CUDA backend: one CUDA graph per (batch, sequence) bucket, captured at start
+    cuda_graphs: bool = True
 
     @classmethod
     def from_model_yaml(cls, model_yaml: dict | None) -> "HandlerSettings":
@@ -36,6 +38,8 @@ class HandlerSettings:
                 section.pop(key, None)
             elif not isinstance(section[key], int) or section[key] < 1:
                 raise ValueError(f"handler setting {key} must be a positive integer, got {section[key]!r}")
+        if not isinstance(section.get("cuda_graphs", True), bool):
+            raise ValueError(f"handler setting cuda_graphs must be true or false, got {section['cuda_graphs']!r}")
         return cls(**section)
 
     def threads_per_worker(self, workers: int | None) -> int:

@@ -1,0 +1,210 @@
+"""ONNX -> serialized TensorRT engine (+ JSON sidecar), with the TensorRT 10/11 Python API.
+
+    python -m export.trt_engine --onnx artifacts/default/export/model.onnx --engine artifacts/default/model.plan
+
+Run it on the GPU model and TensorRT version that will serve: an engine only runs there. It
+writes ``model.plan`` and ``model.plan.json`` (TensorRT version, GPU name and compute
+capability, precision, profile ranges, I/O names and dtypes, sha256 of the ONNX), which the
+handler checks before it deserializes the engine, and prints the equivalent ``trtexec`` command.
+
+Precision: fp16 (default) or fp32. TensorRT 10 takes fp16 as a builder flag on the fp32 ONNX;
+TensorRT 11 is strongly typed (no FP16 flag), so give it the fp16 ONNX from
+``python -m export.onnx_export --dtype float16``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from handler.spec import ModelSpec
+from handler.trt_backend import SIDECAR_SUFFIX
+
+INSTALL_HINT = (
+    "TensorRT's Python package is not installed. Install the build that matches your CUDA from NVIDIA's index, e.g.\n"
+    "  pip install tensorrt-cu12==10.* --extra-index-url https://pypi.nvidia.com   (or tensorrt-cu13)\n"
+    "or run inside NVIDIA's container nvcr.io/nvidia/tensorrt. The PyPI 'tensorrt' packages alone only fetch\n"
+    "the real libraries from pypi.nvidia.com at install time."
+)
+
+
+@dataclass(frozen=True)
+class ProfileRange:
+    """One optimization profile: (batch, sequence) at min / opt / max, the same for every input."""
+
+    min_batch: int = 1
+    opt_batch: int = 32
+    max_batch: int = 64
+    min_seq: int = 1
+    opt_seq: int = 64
+    max_seq: int = 128
+
+    def __post_init__(self):
+        if not (1 <= self.min_batch <= self.opt_batch <= self.max_batch):
+            raise ValueError(f"need 1 <= min_batch <= opt_batch <= max_batch, got {self.min_batch}/{self.opt_batch}/{self.max_batch}")
+        if not (1 <= self.min_seq <= self.opt_seq <= self.max_seq):
+            raise ValueError(f"need 1 <= min_seq <= opt_seq <= max_seq, got {self.min_seq}/{self.opt_seq}/{self.max_seq}")
+
+    def shapes(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        return (self.min_batch, self.min_seq), (self.opt_batch, self.opt_seq), (self.max_batch, self.max_seq)
+
+
+def default_profile(spec: ModelSpec, batch_size: int) -> ProfileRange:
+    """Profile implied by the serving settings: batches up to 2 x batchSize, sequences up to max_length."""
+    return ProfileRange(
+        min_batch=1,
+        opt_batch=batch_size,
+        max_batch=2 * batch_size,
+        min_seq=1,
+        opt_seq=min(64, spec.max_length),
+        max_seq=spec.max_length,
+    )
+
+
+def trtexec_command(onnx_path: Path, engine_path: Path, spec: ModelSpec, profile: ProfileRange, precision: str, timing_cache: Path | None) -> str:
+    """The trtexec invocation that builds the same engine."""
+    names = ("min", "opt", "max")
+    parts = [f"trtexec --onnx={onnx_path} --saveEngine={engine_path}"]
+    for label, (batch, seq) in zip(names, profile.shapes()):
+        parts.append(f"--{label}Shapes=" + ",".join(f"{name}:{batch}x{seq}" for name in spec.input_names))
+    if precision == "fp16":
+        parts.append("--fp16  # TensorRT 10; on 11 drop it and pass the fp16 ONNX")
+    if timing_cache:
+        parts.append(f"--timingCacheFile={timing_cache}")
+    return " \\\n    ".join(parts)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def onnx_is_fp16(onnx_path: Path) -> bool:
+    """True when the ONNX's weights are mostly float16 (exported with --dtype float16)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    types = [init.data_type for init in model.graph.initializer if len(init.dims) >= 2]
+    return bool(types) and types.count(onnx.TensorProto.FLOAT16) * 2 > len(types)
+
+
+def engine_from_onnx(
+    onnx_path: Path,
+    engine_path: Path,
+    profile: ProfileRange,
+    precision: str = "fp16",
+    timing_cache: Path | None = None,
+    workspace_gib: float | None = None,
+    trt=None,
+) -> dict:
+    """Parse the ONNX, build with one optimization profile, write the engine and its sidecar; returns the sidecar."""
+    if trt is None:
+        try:
+            import tensorrt as trt
+        except ImportError:
+            raise SystemExit(INSTALL_HINT) from None
+    import torch
+
+    spec = ModelSpec.load(onnx_path.parent)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
+    if precision == "fp16" and not has_fp16_flag and not onnx_is_fp16(onnx_path):
+        raise SystemExit(
+            f"TensorRT {trt.__version__} is strongly typed (no FP16 builder flag): export an fp16 ONNX with\n"
+            f"  python -m export.onnx_export --dtype float16 ... and pass it as --onnx, or build with --precision fp32"
+        )
+    flags = 0
+    if hasattr(trt, "NetworkDefinitionCreationFlag") and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") and not (precision == "fp16" and has_fp16_flag):
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "\n  ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise SystemExit(f"TensorRT's ONNX parser rejected {onnx_path}:\n  {errors}")
+
+    config = builder.create_builder_config()
+    if workspace_gib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
+    if precision == "fp16" and has_fp16_flag:
+        config.set_flag(trt.BuilderFlag.FP16)
+    optimization_profile = builder.create_optimization_profile()
+    low, opt, high = profile.shapes()
+    for name in spec.input_names:
+        optimization_profile.set_shape(name, low, opt, high)
+    config.add_optimization_profile(optimization_profile)
+    cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise SystemExit("TensorRT failed to build the engine; rerun with a smaller --max-batch / --max-seq, or see the log above")
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    engine_path.write_bytes(bytes(serialized))
+    if timing_cache:
+        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+
+    io = [
+        {"name": network.get_input(i).name, "mode": "input", "dtype": str(network.get_input(i).dtype).split(".")[-1]}
+        for i in range(network.num_inputs)
+    ] + [
+        {"name": network.get_output(i).name, "mode": "output", "dtype": str(network.get_output(i).dtype).split(".")[-1]}
+        for i in range(network.num_outputs)
+    ]
+    major, minor = torch.cuda.get_device_capability()
+    sidecar = {
+        "tensorrt_version": trt.__version__,
+        "gpu_name": torch.cuda.get_device_name(),
+        "compute_capability": f"{major}.{minor}",
+        "precision": precision,
+        "profile": asdict(profile),
+        "io": io,
+        "onnx_file": onnx_path.name,
+        "onnx_sha256": sha256_of(onnx_path),
+        "max_length": spec.max_length,
+        "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    sidecar_path = engine_path.with_name(engine_path.name + SIDECAR_SUFFIX)
+    sidecar_path.write_text(json.dumps(sidecar, indent=2) + "\n")
+    return sidecar
+
+
+def main(argv: list[str] | None = None) -> None:
+    from build_mar import DEFAULT_BATCH_SIZE
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--onnx", type=Path, default=Path("artifacts/default/export/model.onnx"))
+    parser.add_argument("--engine", type=Path, default=Path("artifacts/default/model.plan"))
+    parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="TorchServe batchSize the profile is tuned for")
+    for bound in ("min", "opt", "max"):
+        parser.add_argument(f"--{bound}-batch", type=int, help=f"{bound} batch of the profile (default from --batch-size)")
+        parser.add_argument(f"--{bound}-seq", type=int, help=f"{bound} sequence length of the profile (default from max_length)")
+    parser.add_argument("--timing-cache", type=Path, help="read and update this timing cache file (faster rebuilds)")
+    parser.add_argument("--workspace-gib", type=float, help="builder workspace limit")
+    parser.add_argument("--print-trtexec", action="store_true", help="only print the equivalent trtexec command")
+    args = parser.parse_args(argv)
+
+    spec = ModelSpec.load(args.onnx.parent)
+    defaults = asdict(default_profile(spec, args.batch_size))
+    overrides = {f"{b}_{kind}": getattr(args, f"{b}_{kind}") for b in ("min", "opt", "max") for kind in ("batch", "seq")}
+    profile = ProfileRange(**{key: overrides[key] or value for key, value in defaults.items()})
+    command = trtexec_command(args.onnx, args.engine, spec, profile, args.precision, args.timing_cache)
+    print(f"equivalent trtexec command:\n  {command}")
+    if args.print_trtexec:
+        return
+    sidecar = engine_from_onnx(args.onnx, args.engine, profile, args.precision, args.timing_cache, args.workspace_gib)
+    print(f"wrote {args.engine} and its sidecar: TensorRT {sidecar['tensorrt_version']}, {sidecar['gpu_name']} (sm {sidecar['compute_capability']}), {args.precision}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
