@@ -7,9 +7,11 @@ writes ``model.plan`` and ``model.plan.json`` (TensorRT version, GPU name and co
 capability, precision, profile ranges, I/O names and dtypes, sha256 of the ONNX), which the
 handler checks before it deserializes the engine, and prints the equivalent ``trtexec`` command.
 
-Precision: fp16 (default) or fp32. TensorRT 10 takes fp16 as a builder flag on the fp32 ONNX;
-TensorRT 11 is strongly typed (no FP16 flag), so give it the fp16 ONNX from
-``python -m export.onnx_export --dtype float16``.
+Precision: fp16 (default) or fp32. TensorRT 10 takes fp16 as a builder flag on the fp32 ONNX.
+TensorRT 11 is strongly typed (the FP16 flag is gone): convert the ONNX to mixed precision first
+with NVIDIA ModelOpt's AutoCast, as NVIDIA's migration guide says, and pass that file:
+``python -m modelopt.onnx.autocast --onnx_path model.onnx --output_path model_fp16.onnx --low_precision_type fp16 --keep_io_types``
+(keep it in the same folder as ``serving_spec.json``).
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def sha256_of(path: Path) -> str:
 
 
 def onnx_is_fp16(onnx_path: Path) -> bool:
-    """True when the ONNX's weights are mostly float16 (exported with --dtype float16)."""
+    """True when the ONNX's weight matrices are mostly float16 (e.g. after ModelOpt AutoCast)."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
@@ -119,8 +121,9 @@ def engine_from_onnx(
     has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
     if precision == "fp16" and not has_fp16_flag and not onnx_is_fp16(onnx_path):
         raise SystemExit(
-            f"TensorRT {trt.__version__} is strongly typed (no FP16 builder flag): export an fp16 ONNX with\n"
-            f"  python -m export.onnx_export --dtype float16 ... and pass it as --onnx, or build with --precision fp32"
+            f"TensorRT {trt.__version__} is strongly typed (no FP16 builder flag): convert the ONNX with ModelOpt AutoCast,\n"
+            f"  python -m modelopt.onnx.autocast --onnx_path {onnx_path} --low_precision_type fp16 --keep_io_types\n"
+            f"and pass the result as --onnx (next to serving_spec.json), or build with --precision fp32"
         )
     flags = 0
     if hasattr(trt, "NetworkDefinitionCreationFlag") and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") and not (precision == "fp16" and has_fp16_flag):

@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny BERT classifier the tests build themselves, its ONNX export and .mar,
+"""Shared fixtures: a tiny BERT classifier the tests build themselves, its ONNX export and .mar
+(which also carries a stand-in engine file, so every TorchServe test runs the TensorRT fallback),
 and real TorchServe instances on free loopback ports (always stopped, even when a test fails)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -38,11 +40,17 @@ def tiny_model_store(tiny_checkpoint, tiny_export, tmp_path_factory) -> Path:
     """A model store holding bert_trt.mar built from the tiny checkpoint by build_mar.py."""
     import build_mar
 
-    store = tmp_path_factory.mktemp("ts") / "model_store"
+    from tests import recording_tensorrt
+
+    work = tmp_path_factory.mktemp("ts")
+    engine = work / "model.plan"  # a stand-in engine: on a machine without CUDA the handler must fall back
+    engine.write_bytes(recording_tensorrt.engine_bytes())
+    (work / "model.plan.json").write_text(json.dumps({"tensorrt_version": recording_tensorrt.VERSION, "compute_capability": "9.0"}))
+    store = work / "model_store"
     build_mar.build_mar(
         build_mar.parse_args(
-            ["--checkpoint", str(tiny_checkpoint), "--export-dir", str(tiny_export), "--out", str(store),
-             "--batch-size", "16", "--max-batch-delay", "200"]
+            ["--checkpoint", str(tiny_checkpoint), "--export-dir", str(tiny_export), "--engine", str(engine),
+             "--out", str(store), "--batch-size", "16", "--max-batch-delay", "200"]
         )
     )  # fmt: skip
     return store

@@ -40,6 +40,18 @@ def test_prediction_matches_in_process_reference(torchserve, reference_classifie
     assert abs(body["score"] - expected["score"]) < 1e-4
 
 
+def test_mar_with_an_engine_falls_back_to_cpu_and_logs_why(torchserve, tiny_model_store):
+    import zipfile
+
+    names = zipfile.ZipFile(tiny_model_store / "bert_trt.mar").namelist()
+    assert {"model.plan", "model.plan.json", "model.onnx", "serving_spec.json", "handler/trt_backend.py"} <= set(names)
+    assert torchserve.predict("which backend answers?").json()["backend"] == "torch_cpu"
+    log = (torchserve.log_dir / "model_log.log").read_text(errors="replace")
+    assert "backend tensorrt skipped: no CUDA device visible to this worker" in log
+    assert "bert_trt ready: {'backend': 'torch_cpu'" in log
+    assert [v for v in metric_values(torchserve.log_dir, "ActiveBackend")] , "ActiveBackend metric missing"
+
+
 def test_json_object_and_list_payloads(torchserve, reference_classifier):
     single = torchserve.predict({"text": "not bad at all"})
     assert single.status_code == 200 and single.json()["label"] in LABELS

@@ -1,0 +1,36 @@
+"""The engine builder's own logic (profiles, trtexec line, install hint); building needs real TensorRT."""
+
+import sys
+
+import pytest
+
+from export import trt_engine
+from handler.spec import ModelSpec
+
+
+def test_default_profile_follows_serving_settings():
+    profile = trt_engine.default_profile(ModelSpec(id2label={0: "a", 1: "b"}, max_length=128), batch_size=32)
+    assert profile.shapes() == ((1, 1), (32, 64), (64, 128))
+
+
+def test_profile_rejects_inverted_ranges():
+    with pytest.raises(ValueError, match="min_batch <= opt_batch"):
+        trt_engine.ProfileRange(min_batch=8, opt_batch=4)
+
+
+def test_trtexec_command_names_every_input(tmp_path):
+    spec = ModelSpec(id2label={0: "a", 1: "b"})
+    line = trt_engine.trtexec_command(tmp_path / "m.onnx", tmp_path / "m.plan", spec, trt_engine.ProfileRange(), "fp16", None)
+    assert "--minShapes=input_ids:1x1,attention_mask:1x1,token_type_ids:1x1" in line
+    assert "--maxShapes=input_ids:64x128" in line and "--fp16" in line
+
+
+def test_without_tensorrt_the_builder_says_what_to_install(monkeypatch, tiny_export, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(SystemExit) as caught:
+        trt_engine.main(["--onnx", str(tiny_export / "model.onnx"), "--engine", str(tmp_path / "m.plan")])
+    assert "pip install tensorrt-cu12" in str(caught.value) and "pypi.nvidia.com" in str(caught.value)
+
+
+def test_fp32_onnx_is_not_mistaken_for_fp16(tiny_export):
+    assert trt_engine.onnx_is_fp16(tiny_export / "model.onnx") is False

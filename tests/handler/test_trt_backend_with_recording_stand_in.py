@@ -1,0 +1,141 @@
+"""Our TensorRT backend logic, run against a recording stand-in for `tensorrt` (not real TensorRT).
+
+What these prove: I/O dtypes follow the engine (int32 or int64), shapes are set within the
+profile, buffers are bound by name, oversize batches are split, long texts are truncated to the
+profile's max, short ones padded to its min, and every reason to refuse the engine is reported.
+What they cannot prove: that a real engine runs; see README "What has run on real TensorRT".
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from handler.backends import BackendUnavailable
+from handler.classifier import TextClassifier, load_tokenizer
+from handler.selection import choose_backend
+from handler.spec import ModelSpec
+from handler.trt_backend import TensorRTBackend, engine_mismatch
+from tests import recording_tensorrt
+from tests.tiny_model import model_dir_like_mar
+
+
+class CpuRecordingTensorRTBackend(TensorRTBackend):
+    """The real backend with its four CUDA hooks pointed at the CPU, so the stand-in can read buffers."""
+
+    def _cuda_available(self):
+        return True
+
+    def _select_device(self, gpu_id):
+        return torch.device("cpu")
+
+    def _compute_capability(self, gpu_id):
+        return (9, 0)
+
+    def _stream_handle(self):
+        return 1234
+
+
+def write_engine(model_dir, description: bytes, **sidecar_overrides):
+    (model_dir / "model.plan").write_bytes(description)
+    sidecar = {"tensorrt_version": recording_tensorrt.VERSION, "compute_capability": "9.0", "gpu_name": "stand-in", **sidecar_overrides}
+    (model_dir / "model.plan.json").write_text(json.dumps(sidecar))
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    module = recording_tensorrt.make_module()
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+    return module
+
+
+@pytest.fixture
+def model_dir(tiny_checkpoint, tiny_export, tmp_path):
+    return model_dir_like_mar(tiny_checkpoint, tiny_export, tmp_path)
+
+
+def expected_logits(inputs):
+    mask = inputs["attention_mask"]
+    return torch.stack([(inputs["input_ids"] * mask).sum(1), mask.sum(1), inputs["token_type_ids"].sum(1)], 1).float()
+
+
+@pytest.mark.parametrize("dtype, torch_dtype", [("INT32", torch.int32), ("INT64", torch.int64)])
+def test_inputs_follow_engine_dtype_and_bind_by_name(stand_in, model_dir, dtype, torch_dtype):
+    write_engine(model_dir, recording_tensorrt.engine_bytes(input_dtype=dtype))
+    backend = CpuRecordingTensorRTBackend(model_dir, ModelSpec.load(model_dir), {"gpu_id": 0}).load()
+    assert backend.input_dtypes == {name: torch_dtype for name in ("input_ids", "attention_mask", "token_type_ids")}
+    assert (backend.max_batch_size, backend.max_sequence_length) == (16, 64)
+    ids = torch.tensor([[101, 7, 8, 102], [101, 9, 102, 0]])
+    inputs = {"input_ids": ids, "attention_mask": (ids > 0).long(), "token_type_ids": torch.zeros_like(ids)}
+    assert torch.equal(backend.infer(inputs), expected_logits(inputs))
+    calls = backend.context.calls
+    assert ("set_input_shape", "input_ids", (2, 4)) in calls
+    assert {c[1] for c in calls if c[0] == "set_tensor_address"} == {"input_ids", "attention_mask", "token_type_ids", "logits"}
+    assert calls[-1] == ("execute_async_v3", 1234)
+
+
+def test_short_inputs_are_padded_up_to_the_profile_minimum(stand_in, model_dir):
+    write_engine(model_dir, recording_tensorrt.engine_bytes(profile=((2, 8), (8, 32), (16, 64))))
+    backend = CpuRecordingTensorRTBackend(model_dir, ModelSpec.load(model_dir), {}).load()
+    ids = torch.tensor([[101, 5, 102]])
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    logits = backend.infer(inputs)
+    assert ("set_input_shape", "input_ids", (2, 8)) in backend.context.calls
+    assert torch.equal(logits, expected_logits(inputs))  # padding (mask 0) changes nothing, extra row dropped
+
+
+def test_oversize_batches_are_split_and_long_texts_truncated(stand_in, model_dir):
+    write_engine(model_dir, recording_tensorrt.engine_bytes(profile=((1, 1), (4, 16), (4, 16))))
+    spec = ModelSpec.load(model_dir)
+    backend = CpuRecordingTensorRTBackend(model_dir, spec, {}).load()
+    classifier = TextClassifier(load_tokenizer(model_dir), backend, spec)
+    assert classifier.max_length == 16
+    texts = [f"text {i} " + "word " * (i * 3) for i in range(10)]
+    logits = classifier.logits(texts)
+    assert classifier.last_timings.chunks == [4, 4, 2]
+    shapes = [c[2] for c in backend.context.calls if c[0] == "set_input_shape" and c[1] == "input_ids"]
+    assert max(s[1] for s in shapes) <= 16 and max(s[0] for s in shapes) <= 4
+    reference = expected_logits(classifier.encode(texts))
+    assert torch.equal(logits, reference)  # order preserved across chunks
+
+
+def test_engine_mismatch_reasons():
+    sidecar = {"tensorrt_version": "10.3.0", "compute_capability": "8.0", "gpu_name": "A100"}
+    assert "built with TensorRT 10.3.0" in engine_mismatch(sidecar, "10.4.0", (8, 0))
+    assert "compute capability 8.0 (A100)" in engine_mismatch(sidecar, "10.3.0", (9, 0))
+    assert engine_mismatch(sidecar, "10.3.0", (8, 0)) is None
+
+
+@pytest.mark.parametrize(
+    "setup, reason",
+    [
+        ("no_engine", "no TensorRT engine in the .mar"),
+        ("no_tensorrt", "tensorrt is not importable"),
+        ("wrong_version", "built with TensorRT 10.0.0"),
+        ("no_sidecar", "model.plan.json is missing"),
+    ],
+)
+def test_each_refusal_names_its_reason(monkeypatch, stand_in, model_dir, setup, reason):
+    if setup != "no_engine":
+        write_engine(model_dir, recording_tensorrt.engine_bytes(), **({"tensorrt_version": "10.0.0"} if setup == "wrong_version" else {}))
+    if setup == "no_sidecar":
+        (model_dir / "model.plan.json").unlink()
+    if setup == "no_tensorrt":
+        monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` raise ImportError
+    with pytest.raises(BackendUnavailable, match=reason):
+        CpuRecordingTensorRTBackend(model_dir, ModelSpec.load(model_dir), {}).load()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only fallback")
+def test_auto_falls_back_to_torch_cpu_with_logged_reasons(model_dir, caplog):
+    write_engine(model_dir, recording_tensorrt.engine_bytes())
+    backend, skipped = choose_backend("auto", model_dir, ModelSpec.load(model_dir), {"num_threads": 1})
+    assert backend.name == "torch_cpu"
+    assert skipped == [
+        "backend tensorrt skipped: no CUDA device visible to this worker",
+        "backend torch_cuda skipped: no CUDA device visible to this worker",
+    ]
+    assert "backend tensorrt skipped" in caplog.text
