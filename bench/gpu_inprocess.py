@@ -1,0 +1,193 @@
+"""GPU check and benchmark of the handler, driven in-process the way a TorchServe worker drives it.
+
+Run on a CUDA machine after `python bench/prepare_device_bundle.py` (see README "GPU"):
+
+    PYTHONPATH=.carry/site python bench/gpu_inprocess.py --out results/
+
+1. Accuracy: the default model's whole test split goes through `BertTrtHandler.handle` in
+   TorchServe-style batches of 32 requests (context with gpu_id=0); probabilities are compared
+   with the CPU fp32 reference made by the torch_cpu backend (argmax agreement, max |Δprob|).
+   Same for a BERT-base-sized model with random weights (reference computed here on the CPU).
+2. Speed: backend latency / throughput over batch x sequence for each variant, and the realistic
+   workload (test texts, natural lengths, batches of 32 requests, tokenization included).
+Writes gpu_accuracy.json, gpu_grid.csv, gpu_realistic.csv and gpu_grid.png into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from export.train import read_labelled_csv  # noqa: E402
+from scripts.inprocess import handle_batch, started_handler  # noqa: E402
+
+VARIANTS = {"graphs": {"cuda_graphs": True}, "eager": {"cuda_graphs": False}}
+GRID = [(b, s) for s in (32, 64, 128) for b in (1, 8, 32, 64, 128)]
+
+
+def run_handler(handler, context, texts: list[str], requests_per_batch: int = 32) -> tuple[np.ndarray, list[float]]:
+    """Probabilities for every text via handle(), and the wall time of each batch (ms)."""
+    probabilities, batch_ms = [], []
+    labels = handler.classifier.labels
+    for first in range(0, len(texts), requests_per_batch):
+        payloads = [t.encode() for t in texts[first : first + requests_per_batch]]
+        start = time.perf_counter()
+        responses, statuses = handle_batch(handler, context, payloads)
+        batch_ms.append((time.perf_counter() - start) * 1000)
+        assert all(code == 200 for code, _ in statuses), statuses
+        probabilities += [[r["probabilities"][label] for label in labels] for r in responses]
+    return np.array(probabilities), batch_ms
+
+
+def compare(probabilities: np.ndarray, reference: np.ndarray) -> dict:
+    return {
+        "texts": len(reference),
+        "argmax_agreement": float((probabilities.argmax(1) == reference.argmax(1)).mean()),
+        "max_abs_prob_diff": float(np.abs(probabilities - reference).max()),
+    }
+
+
+def time_backend(backend, batch: int, length: int, iterations: int = 30) -> float:
+    """Median ms of backend.infer on a full (batch, length) input, host copies included."""
+    ids = torch.randint(1000, 20000, (batch, length))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    for _ in range(5):
+        backend.infer(inputs)
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        backend.infer(inputs)  # returns CPU logits: the GPU work is finished
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def make_bert_base(directory: Path, tokenizer_dir: Path) -> Path:
+    """BERT-base-sized classifier (12 x 768, 3 labels), seeded random weights; classifier scaled
+    so that probabilities are not all near 1/3 (near-ties would make argmax comparisons noise)."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from handler.spec import ModelSpec
+
+    labels = ["negative", "neutral", "positive"]
+    config = BertConfig(num_labels=3, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(50)
+    model.save_pretrained(directory / "model")
+    AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True).save_pretrained(directory / "model")
+    ModelSpec(id2label=dict(enumerate(labels)), max_length=128).save(directory)
+    return directory
+
+
+def cpu_reference(model_dir: Path, texts: list[str]) -> np.ndarray:
+    from handler.backends import TorchCpuBackend
+    from handler.classifier import TextClassifier, load_tokenizer
+    from handler.spec import ModelSpec
+
+    spec = ModelSpec.load(model_dir)
+    backend = TorchCpuBackend(model_dir, spec, {"num_threads": os.cpu_count()}).load()
+    classifier = TextClassifier(load_tokenizer(model_dir), backend, spec)
+    return np.concatenate([torch.softmax(classifier.logits(texts[i : i + 32]), -1).numpy() for i in range(0, len(texts), 32)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, default=REPO / ".carry")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_results")))
+    parser.add_argument("--bert-base-texts", type=int, default=512)
+    parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run (64 texts, 2 shapes), e.g. on a CPU")
+    args = parser.parse_args()
+    grid = [(1, 32), (8, 32)] if args.quick else GRID
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    _, texts = read_labelled_csv(args.bundle / "test.csv")
+    reference = np.load(args.bundle / "reference_probs.npy")
+    if args.quick:
+        texts, reference, args.bert_base_texts = texts[:64], reference[:64], 8
+    models = {"minilm_default": args.bundle / "default_model_dir"}
+    models["bert_base"] = make_bert_base(Path("/tmp/bert_base_model"), models["minilm_default"] / "model")
+    bert_texts = texts[: args.bert_base_texts]
+    references = {"minilm_default": (texts, reference), "bert_base": (bert_texts, cpu_reference(models["bert_base"], bert_texts))}
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU smoke run)"
+    report = {"torch": torch.__version__, "gpu": gpu, "checks": [], "memory": []}
+    grid_rows, realistic_rows = [], []
+    for model_name, model_dir in models.items():
+        for variant, options in VARIANTS.items():
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            handler, context = started_handler(model_dir, gpu_id=0, model_yaml={"minWorkers": 1, "handler": {"backend": "auto", **options}})
+            init_s = time.perf_counter() - start
+            backend = handler.classifier.backend
+            check_texts, check_reference = references[model_name]
+            probabilities, _ = run_handler(handler, context, check_texts)
+            result = {"model": model_name, "variant": variant, "backend": backend.name, "init_s": round(init_s, 1),
+                      "skipped": handler.skipped_backends, **compare(probabilities, check_reference)}  # fmt: skip
+            report["checks"].append(result)
+            print(json.dumps(result), flush=True)
+
+            for _ in range(2):  # realistic workload: natural lengths, 32 requests a batch, tokenization included
+                _, batch_ms = run_handler(handler, context, texts)
+            realistic = {"model": model_name, "variant": variant, "texts_per_s": round(len(texts) / (sum(batch_ms) / 1000), 1),
+                         "batch_p50_ms": round(float(np.percentile(batch_ms, 50)), 3), "batch_p99_ms": round(float(np.percentile(batch_ms, 99)), 3)}  # fmt: skip
+            realistic_rows.append(realistic)
+            print(json.dumps(realistic), flush=True)
+
+            for batch, length in grid:
+                ms = time_backend(backend, batch, length)
+                row = {"model": model_name, "variant": variant, "batch": batch, "seq": length, "ms": round(ms, 3), "seq_per_s": round(batch / ms * 1000, 1)}
+                grid_rows.append(row)
+                print(json.dumps(row), flush=True)
+            peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else float("nan")
+            report["memory"].append({"model": model_name, "variant": variant, "peak_gpu_mib": round(peak, 1)})
+            del handler, context, backend
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    (args.out / "gpu_accuracy.json").write_text(json.dumps(report, indent=1))
+    for name, rows in (("gpu_grid.csv", grid_rows), ("gpu_realistic.csv", realistic_rows)):
+        with (args.out / name).open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    plot_grid(grid_rows, args.out / "gpu_grid.png")
+    print(json.dumps(report["memory"]))
+
+
+def plot_grid(rows: list[dict], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for axis, model in zip(axes, ("minilm_default", "bert_base")):
+        for variant in VARIANTS:
+            for length in (32, 128):
+                points = [r for r in rows if r["model"] == model and r["variant"] == variant and r["seq"] == length]
+                axis.plot([p["batch"] for p in points], [p["seq_per_s"] for p in points], marker="o", label=f"{variant}, seq {length}")
+        axis.set(xscale="log", yscale="log", xlabel="batch", ylabel="sequences / s", title=model)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

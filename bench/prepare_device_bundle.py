@@ -1,0 +1,73 @@
+"""Pack what a GPU run on the lent device needs into .carry/ (git-ignored; 64 MiB travel limit).
+
+* the default fine-tuned model laid out as a worker sees it (model/ + serving_spec.json), with the
+  weights stored in fp16: the GPU backend runs fp16 anyway, so this changes nothing it computes
+* the default test split, and the CPU fp32 reference probabilities for it, computed here by the
+  handler's own torch_cpu backend from the full fp32 weights
+* TorchServe's Python package without its Java frontend (the in-process driver uses its Context)
+
+    python bench/prepare_device_bundle.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=REPO / "artifacts/default/checkpoint")
+    parser.add_argument("--export-dir", type=Path, default=REPO / "artifacts/default/export")
+    parser.add_argument("--test-csv", type=Path, default=REPO / "artifacts/data/test.csv")
+    parser.add_argument("--out", type=Path, default=REPO / ".carry")
+    args = parser.parse_args()
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from export.train import read_labelled_csv
+    from handler.backends import TorchCpuBackend
+    from handler.classifier import TextClassifier, load_tokenizer
+    from handler.spec import ModelSpec
+    from tests.tiny_model import model_dir_like_mar
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    model_dir = args.out / "default_model_dir"
+    model_dir_like_mar(args.checkpoint, args.export_dir, model_dir)
+    (model_dir / "model.onnx").unlink(missing_ok=True)
+    spec = ModelSpec.load(model_dir)
+
+    _, texts = read_labelled_csv(args.test_csv)
+    backend = TorchCpuBackend(model_dir, spec, {"num_threads": torch.get_num_threads()}).load()
+    classifier = TextClassifier(load_tokenizer(model_dir), backend, spec)
+    probabilities = []
+    for first in range(0, len(texts), 32):
+        probabilities.append(torch.softmax(classifier.logits(texts[first : first + 32]), -1).numpy())
+    np.save(args.out / "reference_probs.npy", np.concatenate(probabilities))
+    shutil.copy2(args.test_csv, args.out / "test.csv")
+
+    half = AutoModelForSequenceClassification.from_pretrained(args.checkpoint, local_files_only=True).half()
+    shutil.rmtree(model_dir / "model")
+    half.save_pretrained(model_dir / "model")
+    AutoTokenizer.from_pretrained(args.checkpoint, local_files_only=True).save_pretrained(model_dir / "model")
+
+    import ts
+
+    shutil.copytree(Path(ts.__file__).parent, args.out / "site" / "ts", ignore=shutil.ignore_patterns("frontend", "__pycache__"))
+    anchor = REPO.parent / "shared" / "tools" / "gpu_anchor.py"
+    if anchor.is_file():
+        shutil.copy2(anchor, args.out / "gpu_anchor.py")
+    size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file()) / 2**20
+    print(f"wrote {args.out} ({size:.1f} MiB): {len(texts)} test texts with CPU fp32 reference probabilities")
+
+
+if __name__ == "__main__":
+    main()
