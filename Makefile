@@ -14,7 +14,7 @@ DEMO_TEXT ?= I absolutely love this, it is the best purchase I have made all yea
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: serve setup test predict stop mar export train bench-smoke clean help
+.PHONY: serve setup test predict stop mar export train bench bench-mars clean help
 
 help:
 	@sed -n '2,5p' Makefile
@@ -41,7 +41,7 @@ $(CHECKPOINT)/config.json: | $(VENV)/.installed
 
 export: $(EXPORT_DIR)/model.onnx
 $(EXPORT_DIR)/model.onnx: $(CHECKPOINT)/config.json
-	$(BIN)/python -m export.onnx_export --checkpoint $(CHECKPOINT) --out-dir $(EXPORT_DIR)
+	$(BIN)/python -m export.onnx_export --checkpoint $(CHECKPOINT) --out-dir $(EXPORT_DIR) --int8
 
 mar: $(MAR)
 $(MAR): $(EXPORT_DIR)/model.onnx $(wildcard handler/*.py) build_mar.py
@@ -49,6 +49,15 @@ $(MAR): $(EXPORT_DIR)/model.onnx $(wildcard handler/*.py) build_mar.py
 
 test: setup  ## the test command (CI runs exactly this)
 	$(BIN)/python -m pytest
+
+bench-mars: $(MAR)  ## archives the benchmarks compare: stock-style baseline, 2-worker bert_trt
+	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --handler bench/stock_handler.py --model-name bert_stock
+	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --export-dir $(EXPORT_DIR) --model-name bert_trt_w2 --min-workers 2 --max-workers 2
+
+bench: setup bench-mars  ## the CPU benchmark suite (tens of minutes); results in bench_results/
+	$(BIN)/python bench/inprocess_cpu.py
+	$(BIN)/python bench/load_test.py
+	$(BIN)/python bench/config_sweep.py
 
 predict:
 	$(BIN)/python scripts/ts_control.py predict "$(DEMO_TEXT)"

@@ -23,7 +23,7 @@ import yaml
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 
-from handler.backends import CHECKPOINT_SUBDIR  # noqa: E402
+from handler.backends import CHECKPOINT_SUBDIR, INT8_ONNX_FILE  # noqa: E402
 from handler.selection import BACKENDS  # noqa: E402
 from handler.spec import SPEC_FILE_NAME, ModelSpec  # noqa: E402
 
@@ -69,10 +69,11 @@ def stage_archive_files(staging: Path, checkpoint: Path, spec: ModelSpec, export
     spec.save(staging)
 
     extras = []
-    onnx = export_dir / spec.onnx_file if export_dir else None
-    if onnx and onnx.is_file():
-        shutil.copy2(onnx, staging / spec.onnx_file)
-        extras.append(spec.onnx_file)
+    for name in (spec.onnx_file, INT8_ONNX_FILE):
+        source = export_dir / name if export_dir else None
+        if source and source.is_file():
+            shutil.copy2(source, staging / name)
+            extras.append(name)
     if engine:
         sidecar = engine.with_name(engine.name + ENGINE_SIDECAR_SUFFIX)
         if not sidecar.is_file():
@@ -109,7 +110,7 @@ def build_mar(args: argparse.Namespace) -> Path:
             str(archiver if archiver.exists() else "torch-model-archiver"),
             "--model-name", args.model_name,
             "--version", args.version,
-            "--handler", str(REPO / "handler" / HANDLER_ENTRY),
+            "--handler", str(args.handler),
             "--extra-files", str(staging),
             "--config-file", str(config_path),
             "--export-path", str(args.out),
@@ -128,6 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--export-dir", type=Path, help="folder with model.onnx + serving_spec.json from export.onnx_export")
     parser.add_argument("--engine", type=Path, help="TensorRT engine (its .json sidecar must sit beside it)")
     parser.add_argument("--model-name", default="bert_trt")
+    parser.add_argument("--handler", type=Path, default=REPO / "handler" / HANDLER_ENTRY, help="handler entry file (benchmarks pass a baseline)")
     parser.add_argument("--version", default="1.0")
     parser.add_argument("--out", type=Path, default=Path("model_store"))
     parser.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])

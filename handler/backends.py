@@ -19,6 +19,7 @@ import torch
 from handler.spec import ModelSpec
 
 CHECKPOINT_SUBDIR = "model"
+INT8_ONNX_FILE = "model.int8.onnx"
 
 
 class BackendUnavailable(RuntimeError):
@@ -33,6 +34,16 @@ class Backend:
     max_batch_size: int | None = None
     #: longest sequence the backend accepts (None: the spec's max_length)
     max_sequence_length: int | None = None
+
+    #: CPU backends honour the ``sub_batch`` option (smaller, length-sorted forward passes)
+    uses_sub_batches = False
+
+    @property
+    def chunk_size(self) -> int | None:
+        """Most texts per `infer` call: max_batch_size, or the ``sub_batch`` option where it applies."""
+        sub_batch = self.options.get("sub_batch") if self.uses_sub_batches else None
+        limits = [size for size in (self.max_batch_size, sub_batch) if size]
+        return min(limits) if limits else None
 
     def __init__(self, model_dir: str | Path, spec: ModelSpec, options: dict | None = None):
         self.model_dir = Path(model_dir)
@@ -88,24 +99,67 @@ def _load_hf_classifier(model_dir: Path, **kwargs):
 
 
 class TorchCpuBackend(Backend):
-    """Eager PyTorch on the CPU, fp32; the fallback that always works.
+    """Eager PyTorch on the CPU; the fallback that always works.
 
-    Options: ``num_threads`` (int; default: CPU cores / workers, at least 1).
+    Options: ``num_threads`` (default: all cores), ``int8`` (dynamic int8 quantization of the
+    Linear layers: weights int8, activations quantized per batch; accuracy change is reported
+    by bench/inprocess_cpu.py), ``sub_batch`` (texts per forward pass, length-sorted).
     """
 
     name = "torch_cpu"
+    uses_sub_batches = True
 
     def _load_impl(self) -> None:
         threads = int(self.options.get("num_threads") or os.cpu_count() or 1)
         torch.set_num_threads(max(1, threads))
         self.model = _load_hf_classifier(self.model_dir, dtype=torch.float32)
+        if self.options.get("int8"):
+            from torch.ao.quantization import quantize_dynamic
+
+            self.model = quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
 
     def _infer_impl(self, inputs):
         with torch.inference_mode():
             return self.model(**{name: inputs[name] for name in self.spec.input_names}).logits.float()
 
     def describe(self):
-        return {"backend": self.name, "threads": torch.get_num_threads()}
+        return {"backend": self.name, "threads": torch.get_num_threads(), "int8": bool(self.options.get("int8"))}
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime on the CPU, running the ``model.onnx`` packed in the .mar.
+
+    Options: ``num_threads``, ``int8`` (use ``model.int8.onnx``, made by
+    ``export.onnx_export --int8``), ``sub_batch``.
+    """
+
+    name = "onnxruntime"
+    uses_sub_batches = True
+
+    def _load_impl(self) -> None:
+        file_name = INT8_ONNX_FILE if self.options.get("int8") else self.spec.onnx_file
+        path = self.model_dir / file_name
+        if not path.is_file():
+            hint = "export.onnx_export --int8" if self.options.get("int8") else "build_mar.py --export-dir"
+            raise BackendUnavailable(f"no {file_name} in the .mar (make it with {hint})")
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailable("onnxruntime is not installed in the worker's environment") from None
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = int(self.options.get("num_threads") or os.cpu_count() or 1)
+        session_options.inter_op_num_threads = 1
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
+        self.file_name = file_name
+
+    def _infer_impl(self, inputs):
+        feeds = {name: inputs[name].numpy() for name in self.spec.input_names}
+        (logits,) = self.session.run([self.spec.output_name], feeds)
+        return torch.from_numpy(logits)
+
+    def describe(self):
+        return {"backend": self.name, "model": self.file_name, "threads": self.session.get_session_options().intra_op_num_threads}
 
 
 class TorchCudaBackend(Backend):

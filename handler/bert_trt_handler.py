@@ -48,6 +48,8 @@ class BertTrtHandler:
             "num_threads": self.settings.threads_per_worker(model_yaml.get("minWorkers")),
             "dtype": self.settings.cuda_dtype,
             "cuda_graphs": self.settings.cuda_graphs,
+            "int8": self.settings.cpu_int8,
+            "sub_batch": self.settings.cpu_sub_batch,
         }
         backend, skipped = choose_backend(self.settings.backend, model_dir, spec, options)
         self.classifier = TextClassifier(load_tokenizer(model_dir), backend, spec, self.settings.max_length)

@@ -1,4 +1,4 @@
-"""Texts in, predictions out: one tokenizer call per batch, then the backend, then softmax."""
+"""Texts in, predictions out: one tokenizer call per batch, length-sorted chunks to the backend, softmax."""
 
 from __future__ import annotations
 
@@ -43,37 +43,47 @@ class TextClassifier:
         limits = [spec.max_length, max_length, backend.max_sequence_length]
         self.max_length = min(limit for limit in limits if limit)
         self.labels = spec.labels
+        self.pad_id = tokenizer.pad_token_id or 0
         self.last_timings = BatchTimings()
 
-    def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Tokenize all texts at once, padded to the longest and truncated to `max_length`."""
-        encoded = self.tokenizer(
-            texts,
-            padding="longest",
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-            return_token_type_ids=True,
-        )
-        return {name: encoded[name] for name in self.spec.input_names}
+    def chunks(self, texts: list[str]):
+        """Tokenize all texts in one call, sort them by length, and yield (indices, padded inputs) chunks.
+
+        Each chunk is padded only to its own longest text, so short texts never pay for a long
+        one; a chunk holds at most `backend.chunk_size` texts (None: all of them).
+        """
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_token_type_ids=True, return_attention_mask=False)
+        ids, types = encoded["input_ids"], encoded["token_type_ids"]
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        size = self.backend.chunk_size or len(texts)
+        for first in range(0, len(order), size):
+            indices = order[first : first + size]
+            longest = max(len(ids[i]) for i in indices)
+            input_ids = torch.full((len(indices), longest), self.pad_id, dtype=torch.long)
+            token_type_ids = torch.zeros((len(indices), longest), dtype=torch.long)
+            attention_mask = torch.zeros((len(indices), longest), dtype=torch.long)
+            for row, i in enumerate(indices):
+                length = len(ids[i])
+                input_ids[row, :length] = torch.tensor(ids[i])
+                token_type_ids[row, :length] = torch.tensor(types[i])
+                attention_mask[row, :length] = 1
+            yield indices, {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
 
     def logits(self, texts: list[str]) -> torch.Tensor:
         """Float32 logits [len(texts), num_labels], in the order of `texts`."""
         timings = BatchTimings(texts=len(texts))
         start = time.perf_counter()
-        inputs = self.encode(texts)
-        timings.tokens = int(inputs["attention_mask"].sum())
+        chunks = list(self.chunks(texts))
+        timings.tokens = sum(int(inputs["attention_mask"].sum()) for _, inputs in chunks)
         timings.tokenize_ms = (time.perf_counter() - start) * 1000
         start = time.perf_counter()
-        chunk = self.backend.max_batch_size or len(texts)
-        outputs = []
-        for first in range(0, len(texts), chunk):
-            part = {name: tensor[first : first + chunk] for name, tensor in inputs.items()}
-            timings.chunks.append(part["input_ids"].shape[0])
-            outputs.append(self.backend.infer(part))
+        output = torch.empty((len(texts), len(self.labels)), dtype=torch.float32)
+        for indices, inputs in chunks:
+            timings.chunks.append(len(indices))
+            output[indices] = self.backend.infer(inputs).float()
         timings.infer_ms = (time.perf_counter() - start) * 1000
         self.last_timings = timings
-        return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+        return output
 
     def classify(self, texts: list[str]) -> list[dict]:
         """One prediction dict per text: label, score, and every label's probability."""

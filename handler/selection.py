@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from handler.backends import Backend, BackendUnavailable, TorchCpuBackend, TorchCudaBackend
+from handler.backends import Backend, BackendUnavailable, OnnxRuntimeBackend, TorchCpuBackend, TorchCudaBackend
 from handler.spec import ModelSpec
 from handler.trt_backend import TensorRTBackend
 
 logger = logging.getLogger(__name__)
 
-BACKENDS: dict[str, type[Backend]] = {cls.name: cls for cls in (TensorRTBackend, TorchCudaBackend, TorchCpuBackend)}
+BACKENDS: dict[str, type[Backend]] = {cls.name: cls for cls in (TensorRTBackend, TorchCudaBackend, OnnxRuntimeBackend, TorchCpuBackend)}
 AUTO_ORDER = ("tensorrt", "torch_cuda", "torch_cpu")
 
 

@@ -24,6 +24,10 @@ class HandlerSettings:
     cuda_dtype: str = "float16"
     #: torch CUDA backend: one CUDA graph per (batch, sequence) bucket, captured at start
     cuda_graphs: bool = True
+    #: CPU backends: int8 weights (torch: dynamic quantization; onnxruntime: model.int8.onnx)
+    cpu_int8: bool = False
+    #: CPU backends: at most this many texts per forward pass (length-sorted), None: whole batch
+    cpu_sub_batch: int | None = None
 
     @classmethod
     def from_model_yaml(cls, model_yaml: dict | None) -> "HandlerSettings":
@@ -33,13 +37,14 @@ class HandlerSettings:
         unknown = sorted(set(section) - known)
         if unknown:
             raise ValueError(f"unknown handler settings {unknown} in model-config.yaml; known: {sorted(known)}")
-        for key in ("max_length", "num_threads", "max_texts_per_request"):
+        for key in ("max_length", "num_threads", "max_texts_per_request", "cpu_sub_batch"):
             if section.get(key) in ("auto", "", None):
                 section.pop(key, None)
             elif not isinstance(section[key], int) or section[key] < 1:
                 raise ValueError(f"handler setting {key} must be a positive integer, got {section[key]!r}")
-        if not isinstance(section.get("cuda_graphs", True), bool):
-            raise ValueError(f"handler setting cuda_graphs must be true or false, got {section['cuda_graphs']!r}")
+        for key in ("cuda_graphs", "cpu_int8"):
+            if not isinstance(section.get(key, False), bool):
+                raise ValueError(f"handler setting {key} must be true or false, got {section[key]!r}")
         return cls(**section)
 
     def threads_per_worker(self, workers: int | None) -> int:

@@ -1,0 +1,179 @@
+"""In-process CPU benchmark: every CPU backend variant against the stock-style baseline, same run.
+
+    .venv/bin/python bench/inprocess_cpu.py            # default model, writes bench_results/cpu_inprocess.*
+    .venv/bin/python bench/inprocess_cpu.py --quick    # seconds-long smoke (CI)
+
+Realistic workload: the default test split's texts with their natural length mix, in batches of
+32 (what TorchServe hands a worker at batchSize 32). Reports texts/s and its ratio to the
+baseline, per-batch p50/p99, accuracy on the whole test split (must stay within 0.5 points of
+fp32), plus a synthetic batch x sequence grid. Threads: all cores, like one worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from export.train import read_labelled_csv  # noqa: E402
+from handler.backends import INT8_ONNX_FILE, OnnxRuntimeBackend, TorchCpuBackend  # noqa: E402
+from handler.classifier import TextClassifier, load_tokenizer  # noqa: E402
+from handler.spec import ModelSpec  # noqa: E402
+
+VARIANTS = {
+    "torch_pad_longest": (TorchCpuBackend, {}),
+    "torch_sorted_sub8": (TorchCpuBackend, {"sub_batch": 8}),
+    "torch_int8_sub8": (TorchCpuBackend, {"sub_batch": 8, "int8": True}),
+    "ort_sub8": (OnnxRuntimeBackend, {"sub_batch": 8}),
+    "ort_int8_sub8": (OnnxRuntimeBackend, {"sub_batch": 8, "int8": True}),
+    "ort_int8_whole_batch": (OnnxRuntimeBackend, {"int8": True}),
+}
+
+
+def model_dir_for(checkpoint: Path, export_dir: Path, work: Path) -> Path:
+    """The checkpoint and ONNX files laid out as TorchServe unpacks the .mar."""
+    from tests.tiny_model import model_dir_like_mar
+
+    model_dir = model_dir_like_mar(checkpoint, export_dir, work)
+    if (export_dir / INT8_ONNX_FILE).is_file():
+        shutil.copy2(export_dir / INT8_ONNX_FILE, work / INT8_ONNX_FILE)
+    return model_dir
+
+
+def batches(texts: list[str], size: int = 32) -> list[list[str]]:
+    return [texts[i : i + size] for i in range(0, len(texts), size)]
+
+
+def measure(predict, texts: list[str]) -> dict:
+    """texts/s and per-batch latency of predict(list_of_texts) over batches of 32."""
+    predict(texts[:32])  # warm-up
+    batch_ms = []
+    start = time.perf_counter()
+    for batch in batches(texts):
+        t0 = time.perf_counter()
+        predict(batch)
+        batch_ms.append((time.perf_counter() - t0) * 1000)
+    seconds = time.perf_counter() - start
+    return {
+        "texts_per_s": round(len(texts) / seconds, 1),
+        "batch_p50_ms": round(float(np.percentile(batch_ms, 50)), 1),
+        "batch_p99_ms": round(float(np.percentile(batch_ms, 99)), 1),
+    }
+
+
+def stock_predict(model_dir: Path):
+    """The baseline handler, called exactly as TorchServe would (one request per text)."""
+    from bench.stock_handler import StockStyleHandler
+    from scripts.inprocess import worker_context
+
+    handler = StockStyleHandler()
+    context = worker_context(model_dir)
+    handler.initialize(context)
+    return lambda texts: handler.handle([{"body": t.encode()} for t in texts], context)
+
+
+def accuracy(classifier: TextClassifier, texts: list[str], gold: list[str]) -> float:
+    predicted = []
+    for batch in batches(texts):
+        predicted += [p["label"] for p in classifier.classify(batch)]
+    return sum(p == g for p, g in zip(predicted, gold)) / len(gold)
+
+
+def grid_ms(backend, batch: int, length: int, iterations: int) -> float:
+    ids = torch.randint(1000, 20000, (batch, length))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    backend.infer(inputs)
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        backend.infer(inputs)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=REPO / "artifacts/default/checkpoint")
+    parser.add_argument("--export-dir", type=Path, default=REPO / "artifacts/default/export")
+    parser.add_argument("--test-csv", type=Path, default=REPO / "artifacts/data/test.csv")
+    parser.add_argument("--speed-texts", type=int, default=1024, help="texts timed per variant (accuracy always uses the whole split)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench_results")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 64 texts, tiny grid")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+
+    gold, texts = read_labelled_csv(args.test_csv)
+    if args.quick:
+        gold, texts, args.speed_texts = gold[:64], texts[:64], 64
+    speed_texts = texts[: args.speed_texts]
+    work = args.out / "cpu_model_dir"
+    shutil.rmtree(work, ignore_errors=True)
+    model_dir = model_dir_for(args.checkpoint, args.export_dir, work)
+    spec = ModelSpec.load(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+
+    rows = [{"variant": "stock_baseline", **measure(stock_predict(model_dir), speed_texts), "accuracy": None}]
+    print(json.dumps(rows[0]), flush=True)
+    grid = [(1, 32), (32, 32)] if args.quick else [(1, 32), (1, 128), (32, 32), (32, 128)]
+    grid_rows = []
+    for name, (backend_class, options) in VARIANTS.items():
+        backend = backend_class(model_dir, spec, {"num_threads": threads, **options}).load()
+        classifier = TextClassifier(tokenizer, backend, spec)
+        row = {"variant": name, **measure(classifier.classify, speed_texts), "accuracy": round(accuracy(classifier, texts, gold), 4)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        for batch, length in grid:
+            ms = grid_ms(backend, batch, length, 3 if args.quick else 10)
+            grid_rows.append({"variant": name, "batch": batch, "seq": length, "ms": round(ms, 2), "seq_per_s": round(batch / ms * 1000, 1)})
+
+    baseline = rows[0]["texts_per_s"]
+    fp32_accuracy = rows[1]["accuracy"]
+    for row in rows:
+        row["speedup_vs_stock"] = round(row["texts_per_s"] / baseline, 2)
+        row["accuracy_delta_points"] = None if row["accuracy"] is None else round(100 * (row["accuracy"] - fp32_accuracy), 2)
+    print(f"\n{'variant':24} {'texts/s':>9} {'x stock':>8} {'p50 ms':>8} {'p99 ms':>8} {'accuracy':>9} {'Δ pts':>6}")
+    for row in rows:
+        print(f"{row['variant']:24} {row['texts_per_s']:9.1f} {row['speedup_vs_stock']:8.2f} {row['batch_p50_ms']:8.1f} {row['batch_p99_ms']:8.1f} "
+              f"{row['accuracy'] if row['accuracy'] is not None else '-':>9} {row['accuracy_delta_points'] if row['accuracy_delta_points'] is not None else '-':>6}")  # fmt: skip
+    for name, table in (("cpu_inprocess.csv", rows), ("cpu_grid.csv", grid_rows)):
+        with (args.out / name).open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+            writer.writeheader()
+            writer.writerows(table)
+    plot(rows, args.out / "cpu_inprocess.png", threads)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def plot(rows: list[dict], path: Path, threads: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 4))
+    axis.barh([r["variant"] for r in rows], [r["texts_per_s"] for r in rows], color=["grey"] + ["tab:blue"] * (len(rows) - 1))
+    for index, row in enumerate(rows):
+        axis.text(row["texts_per_s"], index, f" {row['speedup_vs_stock']}x", va="center")
+    axis.set(xlabel="texts / s (realistic test texts, batches of 32)", title=f"CPU in-process, {threads} threads")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""End-to-end load test over HTTP against a real TorchServe, stock baseline vs bert_trt, same run.
+
+    .venv/bin/python bench/load_test.py                      # both .mar files, concurrency 1 8 32 128
+    .venv/bin/python bench/load_test.py --quick              # seconds-long smoke (CI)
+
+Starts its own TorchServe (free loopback ports, model API on), registers one configuration at
+a time (so configurations never share the CPU), and sends the default test texts from
+`--concurrency` client threads. Every level is bounded by a request count and a duration.
+Writes load_test.csv and load_test.png (latency vs throughput per configuration).
+Build the archives first: `make mar` and `make bench-mars` (see README "Benchmarks").
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import http.client
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from export.train import read_labelled_csv  # noqa: E402
+from scripts.ts_control import TorchServe  # noqa: E402
+
+
+@dataclass
+class Config:
+    """One model registration: which archive, and TorchServe's batching / worker settings."""
+
+    name: str
+    mar: str
+    batch_size: int
+    max_batch_delay: int
+    workers: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} b{self.batch_size} d{self.max_batch_delay} w{self.workers}"
+
+
+def register(server: TorchServe, config: Config) -> None:
+    query = (
+        f"url={config.mar}&model_name={config.name}&batch_size={config.batch_size}&max_batch_delay={config.max_batch_delay}"
+        f"&initial_workers={config.workers}&synchronous=true"
+    )
+    response = requests.post(f"{server.management_url}/models?{query}", headers=server.headers("management"), timeout=300)
+    if response.status_code != 200:
+        raise RuntimeError(f"register {config.label}: {response.status_code} {response.text}")
+
+
+def unregister(server: TorchServe, config: Config) -> None:
+    requests.delete(f"{server.management_url}/models/{config.name}", headers=server.headers("management"), timeout=120)
+
+
+def run_level(server: TorchServe, model: str, texts: list[str], concurrency: int, max_requests: int, max_seconds: float) -> dict:
+    """`concurrency` threads, each with one keep-alive connection, until the request or time budget is spent."""
+    token = server.token()
+    port = int(server.inference_url.rsplit(":", 1)[1])
+    latencies: list[float] = []
+    errors = [0]
+    counter = [0]
+    lock = threading.Lock()
+    deadline = time.perf_counter() + max_seconds
+
+    def client(worker: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain; charset=utf-8"}
+        while time.perf_counter() < deadline:
+            with lock:
+                if counter[0] >= max_requests:
+                    return
+                index = counter[0]
+                counter[0] += 1
+            body = texts[(index * 7919 + worker) % len(texts)].encode("utf-8")
+            start = time.perf_counter()
+            try:
+                connection.request("POST", f"/predictions/{model}", body=body, headers=headers)
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            elapsed = (time.perf_counter() - start) * 1000
+            with lock:
+                latencies.append(elapsed)
+                errors[0] += not ok
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+    values = np.array(latencies)
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": errors[0],
+        "seconds": round(seconds, 2),
+        "throughput_rps": round(len(latencies) / seconds, 1),
+        "p50_ms": round(float(np.percentile(values, 50)), 2),
+        "p95_ms": round(float(np.percentile(values, 95)), 2),
+        "p99_ms": round(float(np.percentile(values, 99)), 2),
+    }
+
+
+def run_configs(store: Path, configs: list[Config], concurrencies: list[int], texts: list[str], max_requests: int, max_seconds: float, workdir: Path) -> list[dict]:
+    """Start one TorchServe, then for each config: register, warm up, run every level, unregister."""
+    server = TorchServe(workdir=workdir, model_store=store, models=[], enable_model_api=True)
+    rows = []
+    try:
+        server.start()
+        for config in configs:
+            register(server, config)
+            try:
+                run_level(server, config.name, texts, min(8, max(concurrencies)), 64, 30)  # warm-up
+                for concurrency in concurrencies:
+                    row = {"config": config.label, **run_level(server, config.name, texts, concurrency, max_requests, max_seconds)}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+            finally:
+                unregister(server, config)
+    finally:
+        if server.stop():
+            server.kill()
+    return rows
+
+
+def write_results(rows: list[dict], out: Path, stem: str, title: str) -> None:
+    """CSV plus a latency-vs-throughput plot, one line per configuration."""
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / f"{stem}.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 5))
+    for label in dict.fromkeys(row["config"] for row in rows):
+        points = [row for row in rows if row["config"] == label]
+        line = axis.plot([p["throughput_rps"] for p in points], [p["p50_ms"] for p in points], marker="o", label=f"{label} p50")[0]
+        axis.plot([p["throughput_rps"] for p in points], [p["p99_ms"] for p in points], marker="x", linestyle="--", color=line.get_color(), label=f"{label} p99")
+        for point in points:
+            axis.annotate(f"c{point['concurrency']}", (point["throughput_rps"], point["p50_ms"]), fontsize=7)
+    axis.set(xlabel="throughput (requests / s)", ylabel="latency (ms)", yscale="log", title=title)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(out / f"{stem}.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", type=Path, default=REPO / "model_store")
+    parser.add_argument("--test-csv", type=Path, default=REPO / "artifacts/data/test.csv")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--max-requests", type=int, default=1500, help="per concurrency level")
+    parser.add_argument("--max-seconds", type=float, default=60, help="per concurrency level")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-batch-delay", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=REPO / "bench_results")
+    parser.add_argument("--quick", action="store_true", help="smoke: concurrency 1 and 8, 40 requests each")
+    args = parser.parse_args()
+    if args.quick:
+        args.concurrency, args.max_requests, args.max_seconds = [1, 8], 40, 20
+
+    _, texts = read_labelled_csv(args.test_csv)
+    configs = [
+        Config("bert_stock", "bert_stock.mar", args.batch_size, args.max_batch_delay, args.workers),
+        Config("bert_trt", "bert_trt.mar", args.batch_size, args.max_batch_delay, args.workers),
+    ]
+    missing = [c.mar for c in configs if not (args.store / c.mar).is_file()]
+    if missing:
+        sys.exit(f"missing {missing} in {args.store}: run `make mar bench-mars` first")
+    rows = run_configs(args.store, configs, args.concurrency, texts, args.max_requests, args.max_seconds, args.out / "ts_load_test")
+    write_results(rows, args.out, "load_test", "TorchServe over HTTP: stock-style baseline vs bert_trt")
+    best = {c.label: max((r for r in rows if r["config"] == c.label), key=lambda r: r["throughput_rps"]) for c in configs}
+    base, ours = best[configs[0].label], best[configs[1].label]
+    single = {r["config"]: r for r in rows if r["concurrency"] == min(args.concurrency)}
+    print(f"\nbest throughput: stock {base['throughput_rps']} req/s (c{base['concurrency']}), bert_trt {ours['throughput_rps']} req/s "
+          f"(c{ours['concurrency']}): {ours['throughput_rps'] / base['throughput_rps']:.2f}x")  # fmt: skip
+    print(f"p99 at concurrency {min(args.concurrency)}: stock {single[configs[0].label]['p99_ms']} ms, bert_trt {single[configs[1].label]['p99_ms']} ms")
+    print(f"errors: {sum(r['errors'] for r in rows)}")
+
+
+if __name__ == "__main__":
+    main()
