@@ -61,10 +61,8 @@ def unregister(server: TorchServe, config: Config) -> None:
     requests.delete(f"{server.management_url}/models/{config.name}", headers=server.headers("management"), timeout=120)
 
 
-def run_level(server: TorchServe, model: str, texts: list[str], concurrency: int, max_requests: int, max_seconds: float) -> dict:
-    """`concurrency` threads, each with one keep-alive connection, until the request or time budget is spent."""
-    token = server.token()
-    port = int(server.inference_url.rsplit(":", 1)[1])
+def _client_process(port: int, token: str, model: str, texts: list[str], threads: int, max_requests: int, max_seconds: float, seed: int) -> tuple[list[float], int]:
+    """`threads` client threads, each with one keep-alive connection, until the request or time budget is spent."""
     latencies: list[float] = []
     errors = [0]
     counter = [0]
@@ -80,7 +78,7 @@ def run_level(server: TorchServe, model: str, texts: list[str], concurrency: int
                     return
                 index = counter[0]
                 counter[0] += 1
-            body = texts[(index * 7919 + worker) % len(texts)].encode("utf-8")
+            body = texts[(index * 7919 + worker * 31 + seed) % len(texts)].encode("utf-8")
             start = time.perf_counter()
             try:
                 connection.request("POST", f"/predictions/{model}", body=body, headers=headers)
@@ -96,20 +94,37 @@ def run_level(server: TorchServe, model: str, texts: list[str], concurrency: int
                 latencies.append(elapsed)
                 errors[0] += not ok
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
-    start = time.perf_counter()
-    for thread in threads:
+    pool = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    for thread in pool:
         thread.start()
-    for thread in threads:
+    for thread in pool:
         thread.join()
+    return latencies, errors[0]
+
+
+def run_level(server: TorchServe, model: str, texts: list[str], concurrency: int, max_requests: int, max_seconds: float, processes: int = 1) -> dict:
+    """`concurrency` clients in total, spread over `processes` client processes (one process is GIL-bound)."""
+    port = int(server.inference_url.rsplit(":", 1)[1])
+    processes = max(1, min(processes, concurrency))
+    shares = [(concurrency // processes + (i < concurrency % processes), max_requests // processes + (i < max_requests % processes)) for i in range(processes)]
+    start = time.perf_counter()
+    if processes == 1:
+        results = [_client_process(port, server.token(), model, texts, concurrency, max_requests, max_seconds, 0)]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = [pool.submit(_client_process, port, server.token(), model, texts, threads, requests_, max_seconds, i) for i, (threads, requests_) in enumerate(shares)]
+            results = [future.result() for future in futures]
     seconds = time.perf_counter() - start
-    values = np.array(latencies)
+    values = np.array([latency for latencies, _ in results for latency in latencies])
     return {
         "concurrency": concurrency,
-        "requests": len(latencies),
-        "errors": errors[0],
+        "requests": len(values),
+        "errors": sum(errors for _, errors in results),
         "seconds": round(seconds, 2),
-        "throughput_rps": round(len(latencies) / seconds, 1),
+        "throughput_rps": round(len(values) / seconds, 1),
         "p50_ms": round(float(np.percentile(values, 50)), 2),
         "p95_ms": round(float(np.percentile(values, 95)), 2),
         "p99_ms": round(float(np.percentile(values, 99)), 2),

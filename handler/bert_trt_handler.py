@@ -83,12 +83,7 @@ class BertTrtHandler:
             responses.append(answers if item.wants_list else answers[0])
 
         rejected = sum(isinstance(item, RequestError) for item in parsed)
-        metrics.batch_done(
-            backend=backend_name,
-            requests=len(data),
-            rejected=rejected,
-            timings=self.classifier.last_timings,
-            total_ms=(time.perf_counter() - start) * 1000,
-        )
-        logger.info("batch: %d requests, %d texts, %d rejected", len(data), len(texts), rejected)
+        total_ms = (time.perf_counter() - start) * 1000
+        metrics.batch_done(backend=backend_name, requests=len(data), rejected=rejected, timings=self.classifier.last_timings, total_ms=total_ms)
+        logger.info("batch: %d requests, %d texts, %d rejected, %.2f ms", len(data), len(texts), rejected, total_ms)
         return responses

@@ -77,6 +77,8 @@ class TorchServe:
     models: list[str] = field(default_factory=lambda: ["bert_trt=bert_trt.mar"])
     enable_model_api: bool = False
     config_template: Path = DEFAULT_CONFIG
+    #: config.properties keys to replace (e.g. {"metrics_mode": "prometheus"})
+    overrides: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     process_tree: list[psutil.Process] = field(default_factory=list)
 
@@ -113,9 +115,10 @@ class TorchServe:
         lines = []
         for line in self.config_template.read_text().splitlines():
             key = line.split("=", 1)[0].strip()
-            if key in PORT_KEYS or key in ("model_store", "load_models"):
+            if key in PORT_KEYS or key in ("model_store", "load_models") or key in self.overrides:
                 continue
             lines.append(line)
+        lines += [f"{key}={value}" for key, value in self.overrides.items()]
         lines += [f"{key}={template.format(self.ports[key])}" for key, template in PORT_KEYS.items()]
         lines.append(f"model_store={self.model_store}")
         path = self.workdir / "config.properties"

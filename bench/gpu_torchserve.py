@@ -1,0 +1,138 @@
+"""On a GPU machine: bert_trt through TorchServe over HTTP vs the same backend in-process.
+
+    python bench/gpu_torchserve.py --tokenizer DIR --texts test.csv --out results/
+
+The model has MiniLM-L6's shape (6 x 384) with random weights (speed does not depend on them);
+the texts are the default test split. For each configuration (workers x batchSize x
+maxBatchDelay) one .mar is registered on a TorchServe started with the shipped config
+(metrics_mode=prometheus, to read the frontend's queue / inference latency counters) and loaded
+by several client processes. The in-process figure is BertTrtHandler.handle() in one process on
+the same texts in batches of 32. Writes gpu_torchserve.json/.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import requests
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bench.gpu_inprocess import run_handler  # noqa: E402
+from bench.load_test import Config, register, run_level, unregister  # noqa: E402
+from export.train import read_labelled_csv  # noqa: E402
+from scripts.inprocess import started_handler  # noqa: E402
+from scripts.ts_control import TorchServe  # noqa: E402
+
+CONFIGS = [(1, 32, 5), (2, 32, 5), (4, 32, 5), (4, 64, 10)]  # workers, batchSize, maxBatchDelay
+COUNTER = re.compile(r"^(ts_inference_requests_total|ts_queue_latency_microseconds|ts_inference_latency_microseconds)\{[^}]*model_name=\"(\w+)\"[^}]*\} ([0-9.eE+]+)", re.M)
+
+
+def make_model(tokenizer_dir: Path, out: Path) -> Path:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    labels = ["negative", "neutral", "positive"]
+    config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
+                        num_labels=3, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})  # fmt: skip
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True).save_pretrained(out)
+    return out
+
+
+def counters(server: TorchServe) -> dict[str, float]:
+    text = requests.get(f"{server.metrics_url}/metrics", headers=server.headers("management"), timeout=10).text
+    totals: dict[str, float] = {}
+    for name, _, value in COUNTER.findall(text):
+        totals[name] = totals.get(name, 0.0) + float(value)
+    return totals
+
+
+def handler_batches(server: TorchServe) -> list[tuple[int, float]]:
+    log = (server.log_dir / "model_log.log").read_text(errors="replace")
+    return [(int(n), float(ms)) for n, ms in re.findall(r"batch: (\d+) requests, \d+ texts, \d+ rejected, ([0-9.]+) ms", log)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokenizer", type=Path, required=True)
+    parser.add_argument("--texts", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_results")))
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--client-processes", type=int, default=8)
+    parser.add_argument("--max-requests", type=int, default=30000)
+    parser.add_argument("--max-seconds", type=float, default=12)
+    args = parser.parse_args()
+    import build_mar
+
+    _, texts = read_labelled_csv(args.texts)
+    work = Path("/tmp/gpu_ts")
+    checkpoint = make_model(args.tokenizer, work / "checkpoint")
+    store = work / "model_store"
+    for workers in sorted({w for w, _, _ in CONFIGS}):
+        build_mar.build_mar(build_mar.parse_args(["--checkpoint", str(checkpoint), "--out", str(store), "--model-name", f"bert_trt_w{workers}",
+                                                  "--min-workers", str(workers), "--max-workers", str(workers)]))  # fmt: skip
+
+    # in-process, same backend, one process: the reference for "what the frontend costs"
+    from tests.tiny_model import model_dir_like_mar
+
+    model_dir = model_dir_like_mar(checkpoint.parent / "checkpoint", work, work / "inprocess")
+    from handler.spec import ModelSpec
+
+    ModelSpec.from_checkpoint(checkpoint).save(model_dir)
+    handler, context = started_handler(model_dir, gpu_id=0, model_yaml={"minWorkers": 1})
+    run_handler(handler, context, texts[:512])
+    _, batch_ms = run_handler(handler, context, texts)
+    inprocess = {"backend": handler.classifier.backend.name, "texts_per_s": round(len(texts) / (sum(batch_ms) / 1000), 1)}
+    print(json.dumps({"inprocess": inprocess}), flush=True)
+    del handler, context
+    torch.cuda.empty_cache()
+
+    server = TorchServe(workdir=work / "ts", model_store=store, models=[], enable_model_api=True, overrides={"metrics_mode": "prometheus"})
+    rows = []
+    try:
+        server.start()
+        for workers, batch, delay in CONFIGS:
+            config = Config(f"bert_trt_w{workers}", f"bert_trt_w{workers}.mar", batch, delay, workers)
+            started = time.perf_counter()
+            register(server, config)
+            load_s = time.perf_counter() - started
+            try:
+                run_level(server, config.name, texts, 32, 2000, 10, processes=4)  # warm-up
+                for concurrency in args.concurrency:
+                    before, batches_before = counters(server), len(handler_batches(server))
+                    row = {"config": config.label, "register_s": round(load_s, 1),
+                           **run_level(server, config.name, texts, concurrency, args.max_requests, args.max_seconds, processes=args.client_processes)}  # fmt: skip
+                    after, batches = counters(server), handler_batches(server)[batches_before:]
+                    def delta(name):
+                        return after.get(name, 0.0) - before.get(name, 0.0)
+
+                    served = max(1.0, delta("ts_inference_requests_total"))
+                    row["frontend_queue_ms_avg"] = round(delta("ts_queue_latency_microseconds") / served / 1000, 3)
+                    row["frontend_inference_ms_avg"] = round(delta("ts_inference_latency_microseconds") / served / 1000, 3)
+                    if batches:
+                        row["handler_batch_ms_avg"] = round(sum(ms for _, ms in batches) / len(batches), 3)
+                        row["batch_size_avg"] = round(sum(n for n, _ in batches) / len(batches), 1)
+                    row["ratio_to_inprocess"] = round(row["throughput_rps"] / inprocess["texts_per_s"], 2)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+            finally:
+                unregister(server, config)
+    finally:
+        if server.stop():
+            server.kill()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu_torchserve.json").write_text(json.dumps({"inprocess": inprocess, "rows": rows, "gpu": torch.cuda.get_device_name(0)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
