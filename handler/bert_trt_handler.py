@@ -48,7 +48,9 @@ class BertTrtHandler:
             "num_threads": self.settings.threads_per_worker(model_yaml.get("minWorkers")),
             "dtype": self.settings.cuda_dtype,
             "cuda_graphs": self.settings.cuda_graphs,
-            "int8": self.settings.cpu_int8,
+            "compile": self.settings.cuda_compile,
+            "onnx_int8": self.settings.onnx_int8,
+            "torch_int8": self.settings.torch_int8,
             "sub_batch": self.settings.cpu_sub_batch,
         }
         backend, skipped = choose_backend(self.settings.backend, model_dir, spec, options)

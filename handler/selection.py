@@ -12,11 +12,12 @@ from handler.trt_backend import TensorRTBackend
 logger = logging.getLogger(__name__)
 
 BACKENDS: dict[str, type[Backend]] = {cls.name: cls for cls in (TensorRTBackend, TorchCudaBackend, OnnxRuntimeBackend, TorchCpuBackend)}
-AUTO_ORDER = ("tensorrt", "torch_cuda", "torch_cpu")
+AUTO_ORDER = ("tensorrt", "torch_cuda", "onnxruntime", "torch_cpu")
 
 
 def backend_order(preference: str) -> list[str]:
-    """Backends to try: "auto" is TensorRT > torch on CUDA > torch on CPU; a named one falls back along that order."""
+    """Backends to try: "auto" is TensorRT > torch on CUDA > ONNX Runtime on CPU > torch on CPU;
+    a named one falls back along that order."""
     if preference == "auto":
         return list(AUTO_ORDER)
     if preference not in BACKENDS:

@@ -24,8 +24,13 @@ class HandlerSettings:
     cuda_dtype: str = "float16"
     #: torch CUDA backend: one CUDA graph per (batch, sequence) bucket, captured at start
     cuda_graphs: bool = True
-    #: CPU backends: int8 weights (torch: dynamic quantization; onnxruntime: model.int8.onnx)
-    cpu_int8: bool = False
+    #: torch CUDA backend: torch.compile before capturing the graphs (slow start, faster kernels)
+    cuda_compile: bool = False
+    #: onnxruntime backend: run model.int8.onnx (per-channel int8 weights) instead of model.onnx
+    onnx_int8: bool = False
+    #: torch_cpu backend: dynamic int8 quantization of the Linear layers (over the accuracy budget
+    #: on the default model: -0.73 points; see README "Benchmarks")
+    torch_int8: bool = False
     #: CPU backends: at most this many texts per forward pass (length-sorted), None: whole batch
     cpu_sub_batch: int | None = None
 
@@ -42,7 +47,7 @@ class HandlerSettings:
                 section.pop(key, None)
             elif not isinstance(section[key], int) or section[key] < 1:
                 raise ValueError(f"handler setting {key} must be a positive integer, got {section[key]!r}")
-        for key in ("cuda_graphs", "cpu_int8"):
+        for key in ("cuda_graphs", "cuda_compile", "onnx_int8", "torch_int8"):
             if not isinstance(section.get(key, False), bool):
                 raise ValueError(f"handler setting {key} must be true or false, got {section[key]!r}")
         return cls(**section)

@@ -27,12 +27,23 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_checkpoint, tmp_path_factory) -> Path:
-    """ONNX export (model.onnx + serving_spec.json) of the tiny checkpoint."""
-    from export.onnx_export import onnx_from_checkpoint
+    """ONNX export (model.onnx, model.int8.onnx, serving_spec.json) of the tiny checkpoint."""
+    from export.onnx_export import int8_from_onnx, onnx_from_checkpoint
 
     out = tmp_path_factory.mktemp("tiny_export")
-    onnx_from_checkpoint(tiny_checkpoint, out, max_length=64)
+    onnx_path, _ = onnx_from_checkpoint(tiny_checkpoint, out, max_length=64)
+    int8_from_onnx(onnx_path)
     return out
+
+
+def tiny_mar_args(checkpoint, export_dir, engine, store) -> list[str]:
+    """build_mar.py arguments of the tests' archive: shipped defaults, a long batch delay, and fp32 ONNX.
+
+    fp32, because int8 activation scales depend on a batch's other texts, and these tests compare
+    served answers with in-process ones exactly (the int8 path is tested in tests/handler).
+    """
+    return ["--checkpoint", str(checkpoint), "--export-dir", str(export_dir), "--engine", str(engine),
+            "--out", str(store), "--batch-size", "16", "--max-batch-delay", "200", "--no-onnx-int8"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -47,21 +58,29 @@ def tiny_model_store(tiny_checkpoint, tiny_export, tmp_path_factory) -> Path:
     engine.write_bytes(recording_tensorrt.engine_bytes())
     (work / "model.plan.json").write_text(json.dumps({"tensorrt_version": recording_tensorrt.VERSION, "compute_capability": "9.0"}))
     store = work / "model_store"
-    build_mar.build_mar(
-        build_mar.parse_args(
-            ["--checkpoint", str(tiny_checkpoint), "--export-dir", str(tiny_export), "--engine", str(engine),
-             "--out", str(store), "--batch-size", "16", "--max-batch-delay", "200"]
-        )
-    )  # fmt: skip
+    build_mar.build_mar(build_mar.parse_args(tiny_mar_args(tiny_checkpoint, tiny_export, engine, store)))
     return store
 
 
 @pytest.fixture(scope="session")
 def reference_classifier(tiny_checkpoint, tiny_export, tmp_path_factory):
-    """The handler's classifier run in-process on the CPU: what TorchServe must answer."""
+    """The handler in-process with the archive's own model-config: what TorchServe must answer."""
+    import build_mar
+    from scripts.inprocess import started_handler
+    from tests.tiny_model import model_dir_like_mar
+
+    config = build_mar.model_config(build_mar.parse_args(tiny_mar_args(tiny_checkpoint, tiny_export, "unused.plan", "unused")))
+    model_dir = model_dir_like_mar(tiny_checkpoint, tiny_export, tmp_path_factory.mktemp("ref"))
+    handler, _ = started_handler(model_dir, model_yaml=config)
+    return handler.classifier
+
+
+@pytest.fixture(scope="session")
+def cpu_reference(tiny_checkpoint, tiny_export, tmp_path_factory):
+    """Eager fp32 PyTorch on the CPU, the numerical reference for the other backends."""
     from tests.tiny_model import in_process_classifier
 
-    return in_process_classifier(tiny_checkpoint, tiny_export, tmp_path_factory.mktemp("ref"))
+    return in_process_classifier(tiny_checkpoint, tiny_export, tmp_path_factory.mktemp("cpu_ref"))
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ def model_dir_like_mar(checkpoint: Path, export_dir: Path, out_dir: Path) -> Pat
     from handler.backends import CHECKPOINT_SUBDIR
 
     shutil.copytree(checkpoint, out_dir / CHECKPOINT_SUBDIR, dirs_exist_ok=True)
-    for name in ("serving_spec.json", "model.onnx"):
+    for name in ("serving_spec.json", "model.onnx", "model.int8.onnx"):
         if (export_dir / name).is_file():
             shutil.copy2(export_dir / name, out_dir / name)
     return out_dir

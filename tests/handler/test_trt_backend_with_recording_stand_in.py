@@ -130,10 +130,10 @@ def test_each_refusal_names_its_reason(monkeypatch, stand_in, model_dir, setup, 
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only fallback")
-def test_auto_falls_back_to_torch_cpu_with_logged_reasons(model_dir, caplog):
+def test_auto_falls_back_to_the_cpu_with_logged_reasons(model_dir, caplog):
     write_engine(model_dir, recording_tensorrt.engine_bytes())
     backend, skipped = choose_backend("auto", model_dir, ModelSpec.load(model_dir), {"num_threads": 1})
-    assert backend.name == "torch_cpu"
+    assert backend.name == "onnxruntime"
     assert skipped == [
         "backend tensorrt skipped: no CUDA device visible to this worker",
         "backend torch_cuda skipped: no CUDA device visible to this worker",

@@ -36,7 +36,7 @@ def test_prediction_matches_in_process_reference(torchserve, reference_classifie
     body = response.json()
     expected = reference_classifier.classify(["I love this phone, the battery is amazing"])[0]
     assert body["label"] == expected["label"] and body["label"] in LABELS
-    assert body["backend"] == "torch_cpu"
+    assert body["backend"] == reference_classifier.backend.name == "onnxruntime"
     assert abs(body["score"] - expected["score"]) < 1e-4
 
 
@@ -44,11 +44,12 @@ def test_mar_with_an_engine_falls_back_to_cpu_and_logs_why(torchserve, tiny_mode
     import zipfile
 
     names = zipfile.ZipFile(tiny_model_store / "bert_trt.mar").namelist()
-    assert {"model.plan", "model.plan.json", "model.onnx", "serving_spec.json", "handler/trt_backend.py"} <= set(names)
-    assert torchserve.predict("which backend answers?").json()["backend"] == "torch_cpu"
+    assert {"model.plan", "model.plan.json", "model.onnx", "model.int8.onnx", "serving_spec.json", "handler/trt_backend.py"} <= set(names)
+    assert torchserve.predict("which backend answers?").json()["backend"] == "onnxruntime"
     log = (torchserve.log_dir / "model_log.log").read_text(errors="replace")
     assert "backend tensorrt skipped: no CUDA device visible to this worker" in log
-    assert "bert_trt ready: {'backend': 'torch_cpu'" in log
+    assert "backend torch_cuda skipped: no CUDA device visible to this worker" in log
+    assert "bert_trt ready: {'backend': 'onnxruntime', 'model': 'model.onnx'" in log
     assert [v for v in metric_values(torchserve.log_dir, "ActiveBackend")] , "ActiveBackend metric missing"
 
 

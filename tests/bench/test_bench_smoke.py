@@ -1,0 +1,35 @@
+"""Seconds-long smoke runs of the benchmark code paths (the benchmarks themselves are scripts)."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import pytest
+
+from bench import inprocess_cpu
+from bench.load_test import run_level
+
+
+def test_inprocess_cpu_quick_run_writes_its_tables(tiny_checkpoint, tiny_export, tmp_path, monkeypatch):
+    test_csv = tmp_path / "test.csv"
+    rows = [("positive", "great stuff"), ("negative", "awful, broken"), ("neutral", "it is a box")] * 30
+    with test_csv.open("w", newline="") as handle:
+        csv.writer(handle).writerows([("label", "txt"), *rows])
+    out = tmp_path / "results"
+    argv = ["inprocess_cpu.py", "--quick", "--checkpoint", str(tiny_checkpoint), "--export-dir", str(tiny_export), "--test-csv", str(test_csv), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    inprocess_cpu.main()
+    with (out / "cpu_inprocess.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["variant"] for row in table] == ["stock_baseline", *inprocess_cpu.VARIANTS]
+    assert all(float(row["texts_per_s"]) > 0 for row in table)
+    assert float(table[1]["speedup_vs_stock"]) > 0 and table[1]["accuracy_delta_points"] == "0.0"
+    assert (out / "cpu_inprocess.png").stat().st_size > 1000
+
+
+@pytest.mark.integration
+def test_load_level_against_real_torchserve(torchserve):
+    row = run_level(torchserve, "bert_trt", ["short text", "a somewhat longer text for the load test"], concurrency=4, max_requests=20, max_seconds=30)
+    assert row["requests"] == 20 and row["errors"] == 0
+    assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
