@@ -17,7 +17,6 @@ import json
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 import requests
@@ -28,7 +27,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.gpu_inprocess import run_handler  # noqa: E402
-from bench.load_test import Config, register, run_level, unregister  # noqa: E402
+from bench.load_test import Config, run_configs  # noqa: E402
 from export.train import read_labelled_csv  # noqa: E402
 from scripts.inprocess import started_handler  # noqa: E402
 from scripts.ts_control import TorchServe  # noqa: E402
@@ -97,39 +96,28 @@ def main() -> None:
     del handler, context
     torch.cuda.empty_cache()
 
-    server = TorchServe(workdir=work / "ts", model_store=store, models=[], enable_model_api=True, overrides={"metrics_mode": "prometheus"})
-    rows = []
-    try:
-        server.start()
-        for workers, batch, delay in CONFIGS:
-            config = Config(f"bert_trt_w{workers}", f"bert_trt_w{workers}.mar", batch, delay, workers)
-            started = time.perf_counter()
-            register(server, config)
-            load_s = time.perf_counter() - started
-            try:
-                run_level(server, config.name, texts, 32, 2000, 10, processes=4)  # warm-up
-                for concurrency in args.concurrency:
-                    before, batches_before = counters(server), len(handler_batches(server))
-                    row = {"config": config.label, "register_s": round(load_s, 1),
-                           **run_level(server, config.name, texts, concurrency, args.max_requests, args.max_seconds, processes=args.client_processes)}  # fmt: skip
-                    after, batches = counters(server), handler_batches(server)[batches_before:]
-                    def delta(name):
-                        return after.get(name, 0.0) - before.get(name, 0.0)
+    def frontend_costs(server: TorchServe):
+        before, batches_before = counters(server), len(handler_batches(server))
 
-                    served = max(1.0, delta("ts_inference_requests_total"))
-                    row["frontend_queue_ms_avg"] = round(delta("ts_queue_latency_microseconds") / served / 1000, 3)
-                    row["frontend_inference_ms_avg"] = round(delta("ts_inference_latency_microseconds") / served / 1000, 3)
-                    if batches:
-                        row["handler_batch_ms_avg"] = round(sum(ms for _, ms in batches) / len(batches), 3)
-                        row["batch_size_avg"] = round(sum(n for n, _ in batches) / len(batches), 1)
-                    row["ratio_to_inprocess"] = round(row["throughput_rps"] / inprocess["texts_per_s"], 2)
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-            finally:
-                unregister(server, config)
-    finally:
-        if server.stop():
-            server.kill()
+        def finish() -> dict:
+            after, batches = counters(server), handler_batches(server)[batches_before:]
+            served = max(1.0, after.get("ts_inference_requests_total", 0.0) - before.get("ts_inference_requests_total", 0.0))
+            extra = {
+                name: round((after.get(counter, 0.0) - before.get(counter, 0.0)) / served / 1000, 3)
+                for name, counter in (("frontend_queue_ms_avg", "ts_queue_latency_microseconds"), ("frontend_inference_ms_avg", "ts_inference_latency_microseconds"))
+            }
+            if batches:
+                extra["handler_batch_ms_avg"] = round(sum(ms for _, ms in batches) / len(batches), 3)
+                extra["batch_size_avg"] = round(sum(n for n, _ in batches) / len(batches), 1)
+            return extra
+
+        return finish
+
+    configs = [Config(f"bert_trt_w{w}", f"bert_trt_w{w}.mar", batch, delay, w) for w, batch, delay in CONFIGS]
+    rows = run_configs(store, configs, args.concurrency, texts, args.max_requests, args.max_seconds, work / "ts",
+                       processes=args.client_processes, overrides={"metrics_mode": "prometheus"}, level_probe=frontend_costs)  # fmt: skip
+    for row in rows:
+        row["ratio_to_inprocess"] = round(row["throughput_rps"] / inprocess["texts_per_s"], 2)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_torchserve.json").write_text(json.dumps({"inprocess": inprocess, "rows": rows, "gpu": torch.cuda.get_device_name(0)}, indent=1))
 

@@ -131,18 +131,55 @@ def run_level(server: TorchServe, model: str, texts: list[str], concurrency: int
     }
 
 
-def run_configs(store: Path, configs: list[Config], concurrencies: list[int], texts: list[str], max_requests: int, max_seconds: float, workdir: Path) -> list[dict]:
-    """Start one TorchServe, then for each config: register, warm up, run every level, unregister."""
-    server = TorchServe(workdir=workdir, model_store=store, models=[], enable_model_api=True)
+def worker_peak_rss_mib(server: TorchServe) -> float:
+    """Largest peak resident memory (VmHWM) among the server's Python worker processes."""
+    import psutil
+
+    pid = int((server.workdir / "tmp" / ".model_server.pid").read_text())
+    peaks = []
+    for process in psutil.Process(pid).children(recursive=True):
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+        except OSError:
+            continue
+        peaks += [int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")]
+    return round(max(peaks, default=0.0), 1)
+
+
+def run_configs(
+    store: Path,
+    configs: list[Config],
+    concurrencies: list[int],
+    texts: list[str],
+    max_requests: int,
+    max_seconds: float,
+    workdir: Path,
+    processes: int = 1,
+    overrides: dict[str, str] | None = None,
+    level_probe=None,
+) -> list[dict]:
+    """Start one TorchServe, then for each config: register, warm up, run every level, unregister.
+
+    `level_probe(server)`, if given, is called before each level and returns a function that,
+    called after the level, returns extra columns for its row (e.g. frontend counters).
+    """
+    server = TorchServe(workdir=workdir, model_store=store, models=[], enable_model_api=True, overrides=overrides or {})
     rows = []
     try:
         server.start()
         for config in configs:
+            started = time.perf_counter()
             register(server, config)
+            register_s = round(time.perf_counter() - started, 1)
             try:
-                run_level(server, config.name, texts, min(8, max(concurrencies)), 64, 30)  # warm-up
+                run_level(server, config.name, texts, min(32, max(concurrencies)), 64 * processes, 30, processes)  # warm-up
                 for concurrency in concurrencies:
-                    row = {"config": config.label, **run_level(server, config.name, texts, concurrency, max_requests, max_seconds)}
+                    finish_probe = level_probe(server) if level_probe else None
+                    row = {"config": config.label, "register_s": register_s,
+                           **run_level(server, config.name, texts, concurrency, max_requests, max_seconds, processes)}  # fmt: skip
+                    row["worker_peak_rss_mib"] = worker_peak_rss_mib(server)
+                    if finish_probe:
+                        row.update(finish_probe())
                     rows.append(row)
                     print(json.dumps(row), flush=True)
             finally:

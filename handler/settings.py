@@ -28,8 +28,7 @@ class HandlerSettings:
     cuda_compile: bool = False
     #: onnxruntime backend: run model.int8.onnx (per-channel int8 weights) instead of model.onnx
     onnx_int8: bool = False
-    #: torch_cpu backend: dynamic int8 quantization of the Linear layers (over the accuracy budget
-    #: on the default model: -0.73 points; see README "Benchmarks")
+    #: torch_cpu backend: dynamic int8 quantization (per-channel weights) of the Linear layers
     torch_int8: bool = False
     #: CPU backends: at most this many texts per forward pass (length-sorted), None: whole batch
     cpu_sub_batch: int | None = None
