@@ -61,7 +61,10 @@ def _payload_of(request: dict):
         value = request.get(key)
         if value is not None:
             return value
-    raise RequestError('empty request: send text, {"text": "..."} or a JSON list of texts')
+    raise RequestError(
+        'empty request: send text with Content-Type: text/plain, or {"text": "..."} / a JSON list of texts with '
+        "Content-Type: application/json (curl -d without a Content-Type sends a form, which arrives empty)"
+    )
 
 
 def _maybe_json(text: str):

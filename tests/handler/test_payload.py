@@ -29,6 +29,7 @@ def test_accepted_payloads(request_dict, expected):
     "request_dict, fragment",
     [
         ({}, "empty request"),
+        ({"unrelated": b"x"}, "Content-Type: text/plain"),
         ({"body": b""}, "is empty"),
         ({"body": "   "}, "is empty"),
         ({"body": b"\xff\xfe bad"}, "not valid UTF-8"),
