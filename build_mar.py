@@ -93,6 +93,8 @@ def build_mar(args: argparse.Namespace) -> Path:
     export_dir = args.export_dir.resolve() if args.export_dir else None
     if export_dir and (export_dir / SPEC_FILE_NAME).is_file():
         spec = ModelSpec.load(export_dir)
+        if args.max_length and args.max_length > spec.max_length:
+            raise SystemExit(f"--max-length {args.max_length} exceeds the export's {spec.max_length}: re-export with --max-length {args.max_length}")
     else:
         spec = ModelSpec.from_checkpoint(checkpoint, args.max_length)
     if args.onnx_int8 and not (export_dir and (export_dir / INT8_ONNX_FILE).is_file()):

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from handler.backends import CHECKPOINT_SUBDIR, Backend
@@ -59,15 +60,16 @@ class TextClassifier:
         for first in range(0, len(order), size):
             indices = order[first : first + size]
             longest = max(len(ids[i]) for i in indices)
-            input_ids = torch.full((len(indices), longest), self.pad_id, dtype=torch.long)
-            token_type_ids = torch.zeros((len(indices), longest), dtype=torch.long)
-            attention_mask = torch.zeros((len(indices), longest), dtype=torch.long)
+            input_ids = np.full((len(indices), longest), self.pad_id, dtype=np.int64)
+            token_type_ids = np.zeros((len(indices), longest), dtype=np.int64)
+            attention_mask = np.zeros((len(indices), longest), dtype=np.int64)
             for row, i in enumerate(indices):
                 length = len(ids[i])
-                input_ids[row, :length] = torch.tensor(ids[i])
-                token_type_ids[row, :length] = torch.tensor(types[i])
+                input_ids[row, :length] = ids[i]
+                token_type_ids[row, :length] = types[i]
                 attention_mask[row, :length] = 1
-            yield indices, {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            yield indices, {name: torch.from_numpy(array) for name, array in arrays.items()}
 
     def logits(self, texts: list[str]) -> torch.Tensor:
         """Float32 logits [len(texts), num_labels], in the order of `texts`."""

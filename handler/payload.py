@@ -75,9 +75,9 @@ def _maybe_json(text: str):
     try:
         value = json.loads(stripped)
     except ValueError as err:
-        if stripped[0] == "{":
+        if stripped[0] == "{" and stripped[1:].lstrip().startswith('"'):
             raise RequestError(f"malformed JSON object: {err.msg} at position {err.pos}") from None
-        return text  # e.g. "[sic] great film" is text, not JSON
+        return text  # e.g. "[sic] great film" or "{sarcasm} lovely" is text, not JSON
     return value if isinstance(value, (dict, list, str)) else text
 
 
@@ -103,4 +103,8 @@ def _checked_text(item, index: int | None) -> str:
         raise RequestError(f"text{where} must be a string, got {type(item).__name__}")
     if not item.strip():
         raise RequestError(f"text{where} is empty")
+    try:
+        item.encode("utf-8")
+    except UnicodeEncodeError as err:  # lone surrogates, e.g. a JSON "\ud83d" escape
+        raise RequestError(f"text{where} is not valid Unicode (character {err.start}); send UTF-8 text") from None
     return item

@@ -40,5 +40,9 @@ def choose_backend(preference: str, model_dir: str | Path, spec: ModelSpec, opti
         except BackendUnavailable as reason:
             message = f"backend {name} skipped: {reason}"
             logger.warning(message)
-            skipped.append(message)
+        except Exception as error:  # a broken file or an OOM must not take the worker down: try the next one
+            message = f"backend {name} failed to load: {type(error).__name__}: {error}"
+            logger.exception(message)
+            backend.close()
+        skipped.append(message)
     raise RuntimeError(f"no backend could be loaded: {'; '.join(skipped)}")

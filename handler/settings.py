@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields
 
 from handler.payload import DEFAULT_MAX_TEXTS_PER_REQUEST
 
+CUDA_DTYPES = ("float16", "bfloat16", "float32")
+
 
 @dataclass(frozen=True)
 class HandlerSettings:
@@ -44,15 +46,31 @@ class HandlerSettings:
         for key in ("max_length", "num_threads", "max_texts_per_request", "cpu_sub_batch"):
             if section.get(key) in ("auto", "", None):
                 section.pop(key, None)
-            elif not isinstance(section[key], int) or section[key] < 1:
+            elif isinstance(section[key], bool) or not isinstance(section[key], int) or section[key] < 1:
                 raise ValueError(f"handler setting {key} must be a positive integer, got {section[key]!r}")
+        if section.get("max_length") is not None and not 8 <= section["max_length"] <= 512:
+            raise ValueError(f"handler setting max_length must be within 8..512, got {section['max_length']}")
+        if section.get("cuda_dtype", "float16") not in CUDA_DTYPES:
+            raise ValueError(f"handler setting cuda_dtype must be one of {CUDA_DTYPES}, got {section['cuda_dtype']!r}")
         for key in ("cuda_graphs", "cuda_compile", "onnx_int8", "torch_int8"):
             if not isinstance(section.get(key, False), bool):
                 raise ValueError(f"handler setting {key} must be true or false, got {section[key]!r}")
+        if section.get("cuda_compile") and section.get("cuda_graphs") is False:
+            raise ValueError("handler setting cuda_compile needs cuda_graphs: true (compiled shapes are the graph buckets)")
         return cls(**section)
 
     def threads_per_worker(self, workers: int | None) -> int:
-        """CPU threads for one worker: the configured number, else cores divided among workers."""
+        """CPU threads for one worker: the configured number, else the cores this process may use
+        divided among minWorkers (workers added later through the management API are not counted:
+        set num_threads when you scale beyond minWorkers)."""
         if self.num_threads:
             return self.num_threads
-        return max(1, (os.cpu_count() or 1) // max(1, workers or 1))
+        return max(1, usable_cores() // max(1, workers or 1))
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (CPU affinity / cgroup cpusets), falling back to os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,7 +237,7 @@ def _repo_instance_command(args: argparse.Namespace) -> None:
                 if response.ok and models.ok and any(w["status"] == "READY" for w in models.json()[0]["workers"]):
                     print(f"TorchServe is up: {inference}/predictions/bert_trt (logs in {REPO / 'logs'})")
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, RuntimeError):
                 pass
             if time.time() > deadline:
                 sys.exit(f"TorchServe did not get ready in {args.timeout} s; see {REPO / 'logs' / 'model_log.log'}")
@@ -255,7 +256,7 @@ def _repo_instance_command(args: argparse.Namespace) -> None:
         if not response.ok:
             sys.exit(1)
     elif args.command == "stop":
-        pid_file = Path(os.environ.get("TMPDIR", "/tmp")) / ".model_server.pid"
+        pid_file = Path(tempfile.gettempdir()) / ".model_server.pid"
         processes = []
         if pid_file.is_file():
             try:

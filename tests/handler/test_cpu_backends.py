@@ -61,3 +61,15 @@ def test_backend_orders():
     assert backend_order("onnxruntime") == ["onnxruntime", "torch_cpu"]
     with pytest.raises(ValueError, match="choose one of"):
         backend_order("tpu")
+
+
+def test_a_backend_that_crashes_while_loading_falls_back(model_dir, monkeypatch):
+    from handler.selection import choose_backend
+
+    def broken(self):
+        raise RuntimeError("corrupt model file")
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "_load_impl", broken)
+    backend, skipped = choose_backend("onnxruntime", model_dir, ModelSpec.load(model_dir), {"num_threads": 1})
+    assert backend.name == "torch_cpu"
+    assert skipped == ["backend onnxruntime failed to load: RuntimeError: corrupt model file"]

@@ -18,6 +18,7 @@ from handler.payload import ParsedRequest, RequestError, parse_request
         ({"body": '"a JSON string"'}, ParsedRequest(["a JSON string"], False)),
         ({"body": "[sic] not JSON at all"}, ParsedRequest(["[sic] not JSON at all"], False)),
         ({"body": "42"}, ParsedRequest(["42"], False)),
+        ({"body": "{sarcasm} lovely service"}, ParsedRequest(["{sarcasm} lovely service"], False)),
         ({"body": "Ünïcödé 中文 ok".encode()}, ParsedRequest(["Ünïcödé 中文 ok"], False)),
     ],
 )
@@ -39,6 +40,7 @@ def test_accepted_payloads(request_dict, expected):
         ({"body": '["ok", ""]'}, "index 1 is empty"),
         ({"body": '["ok", 3]'}, "index 1 must be a string"),
         ({"body": {"text": 5}}, "got int"),
+        ({"body": '{"text": "\\ud83d broken emoji"}'}, "not valid Unicode"),
         ({"body": 3.5}, "got float"),
     ],
 )

@@ -44,10 +44,18 @@ def test_settings_reject_unknown_and_bad_values():
         HandlerSettings.from_model_yaml({"handler": {"max_len": 64}})
     with pytest.raises(ValueError, match="positive integer"):
         HandlerSettings.from_model_yaml({"handler": {"max_length": -1}})
+    with pytest.raises(ValueError, match="positive integer"):
+        HandlerSettings.from_model_yaml({"handler": {"num_threads": True}})
+    with pytest.raises(ValueError, match="8..512"):
+        HandlerSettings.from_model_yaml({"handler": {"max_length": 2}})
+    with pytest.raises(ValueError, match="cuda_dtype"):
+        HandlerSettings.from_model_yaml({"handler": {"cuda_dtype": "fp16"}})
+    with pytest.raises(ValueError, match="needs cuda_graphs"):
+        HandlerSettings.from_model_yaml({"handler": {"cuda_compile": True, "cuda_graphs": False}})
 
 
 def test_threads_split_cores_among_workers(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("handler.settings.usable_cores", lambda: 8)
     assert HandlerSettings().threads_per_worker(2) == 4
     assert HandlerSettings().threads_per_worker(16) == 1
     assert HandlerSettings(num_threads=3).threads_per_worker(2) == 3
