@@ -144,9 +144,9 @@ def engine_from_onnx(
     for name in spec.input_names:
         optimization_profile.set_shape(name, low, opt, high)
     config.add_optimization_profile(optimization_profile)
-    cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if timing_cache:
+        cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
