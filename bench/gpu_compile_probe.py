@@ -27,6 +27,13 @@ from handler.backends import _CapturedBatch  # noqa: E402
 SHAPES = [(1, 128), (128, 128)]
 
 
+class _CapturedWithoutMask(_CapturedBatch):
+    """Same graph without an attention mask: SDPA may pick flash attention (only valid for unpadded batches)."""
+
+    def _forward(self, model):
+        return model(input_ids=self.static["input_ids"], token_type_ids=self.static["token_type_ids"]).logits
+
+
 def replay_ms(captured: _CapturedBatch, iterations: int = 50) -> float:
     for _ in range(5):
         captured.graph.replay()
@@ -56,25 +63,29 @@ def call_ms(captured: _CapturedBatch, batch: int, length: int, iterations: int =
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_results")))
+    parser.add_argument("--max-autotune", action="store_true", help="also try mode=max-autotune-no-cudagraphs (~100 s per shape)")
     args = parser.parse_args()
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
     base = BertForSequenceClassification(BertConfig(num_labels=3, attn_implementation="sdpa")).eval().cuda().half()
     variants = {
-        "eager_kernels": lambda: base,
-        "compile_default": lambda: torch.compile(base, dynamic=False),
-        "compile_max_autotune": lambda: torch.compile(base, mode="max-autotune-no-cudagraphs", dynamic=False),
+        "eager_kernels": (lambda: base, _CapturedBatch),
+        "compile_default": (lambda: torch.compile(base, dynamic=False), _CapturedBatch),
+        "eager_kernels_no_mask": (lambda: base, _CapturedWithoutMask),
+        "compile_default_no_mask": (lambda: torch.compile(base, dynamic=False), _CapturedWithoutMask),
     }
+    if "--max-autotune" in sys.argv:
+        variants["compile_max_autotune"] = (lambda: torch.compile(base, mode="max-autotune-no-cudagraphs", dynamic=False), _CapturedBatch)
     rows = []
     pool = torch.cuda.graph_pool_handle()
-    for name, make in variants.items():
+    for name, (make, capture) in variants.items():
         torch._dynamo.reset()
         model = make()
         for batch, length in SHAPES:
             start = time.perf_counter()
             try:
-                captured = _CapturedBatch(model, (batch, length), torch.device("cuda"), pool)
+                captured = capture(model, (batch, length), torch.device("cuda"), pool)
             except Exception as error:  # a failed variant is a result too
                 rows.append({"variant": name, "batch": batch, "seq": length, "error": repr(error)[:300]})
                 print(json.dumps(rows[-1]), flush=True)
