@@ -75,32 +75,21 @@ def time_backend(backend, batch: int, length: int, iterations: int = 30) -> floa
 
 
 def make_bert_base(directory: Path, tokenizer_dir: Path) -> Path:
-    """BERT-base-sized classifier (12 x 768, 3 labels), seeded random weights; classifier scaled
-    so that probabilities are not all near 1/3 (near-ties would make argmax comparisons noise)."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
+    """BERT-base-sized classifier (12 x 768, 3 labels), seeded random weights, laid out as the worker
+    sees it; classifier scaled so that probabilities are not near-ties (argmax comparisons would be noise)."""
     from handler.spec import ModelSpec
+    from tests.tiny_model import LABELS, random_bert_checkpoint
 
-    labels = ["negative", "neutral", "positive"]
-    config = BertConfig(num_labels=3, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(config).eval()
-    with torch.no_grad():
-        model.classifier.weight.mul_(50)
-    model.save_pretrained(directory / "model")
-    AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True).save_pretrained(directory / "model")
-    ModelSpec(id2label=dict(enumerate(labels)), max_length=128).save(directory)
+    random_bert_checkpoint(directory / "model", tokenizer_dir, classifier_scale=50)
+    ModelSpec(id2label=dict(enumerate(LABELS)), max_length=128).save(directory)
     return directory
 
 
 def cpu_reference(model_dir: Path, texts: list[str]) -> np.ndarray:
-    from handler.backends import TorchCpuBackend
-    from handler.classifier import TextClassifier, load_tokenizer
-    from handler.spec import ModelSpec
+    """CPU fp32 probabilities of the torch_cpu backend, in batches of 32 as the GPU side runs them."""
+    from tests.tiny_model import torch_cpu_classifier
 
-    spec = ModelSpec.load(model_dir)
-    backend = TorchCpuBackend(model_dir, spec, {"num_threads": os.cpu_count()}).load()
-    classifier = TextClassifier(load_tokenizer(model_dir), backend, spec)
+    classifier = torch_cpu_classifier(model_dir, os.cpu_count() or 1)
     return np.concatenate([torch.softmax(classifier.logits(texts[i : i + 32]), -1).numpy() for i in range(0, len(texts), 32)])
 
 

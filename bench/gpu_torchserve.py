@@ -37,15 +37,10 @@ COUNTER = re.compile(r"^(ts_inference_requests_total|ts_queue_latency_microsecon
 
 
 def make_model(tokenizer_dir: Path, out: Path) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    """A classifier of MiniLM-L6's shape (6 x 384) with seeded random weights."""
+    from tests.tiny_model import random_bert_checkpoint
 
-    labels = ["negative", "neutral", "positive"]
-    config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
-                        num_labels=3, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})  # fmt: skip
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(out)
-    AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True).save_pretrained(out)
-    return out
+    return random_bert_checkpoint(out, tokenizer_dir, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
 
 
 def counters(server: TorchServe) -> dict[str, float]:

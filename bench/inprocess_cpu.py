@@ -30,9 +30,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from export.train import read_labelled_csv  # noqa: E402
-from handler.backends import INT8_ONNX_FILE, OnnxRuntimeBackend, TorchCpuBackend  # noqa: E402
+from handler.backends import OnnxRuntimeBackend, TorchCpuBackend  # noqa: E402
 from handler.classifier import TextClassifier, load_tokenizer  # noqa: E402
 from handler.spec import ModelSpec  # noqa: E402
+from tests.tiny_model import model_dir_like_mar  # noqa: E402
 
 VARIANTS = {
     "torch_pad_longest": (TorchCpuBackend, {}),
@@ -42,16 +43,6 @@ VARIANTS = {
     "ort_int8_sub8": (OnnxRuntimeBackend, {"sub_batch": 8, "onnx_int8": True}),
     "ort_int8_whole_batch": (OnnxRuntimeBackend, {"onnx_int8": True}),
 }
-
-
-def model_dir_for(checkpoint: Path, export_dir: Path, work: Path) -> Path:
-    """The checkpoint and ONNX files laid out as TorchServe unpacks the .mar."""
-    from tests.tiny_model import model_dir_like_mar
-
-    model_dir = model_dir_like_mar(checkpoint, export_dir, work)
-    if (export_dir / INT8_ONNX_FILE).is_file():
-        shutil.copy2(export_dir / INT8_ONNX_FILE, work / INT8_ONNX_FILE)
-    return model_dir
 
 
 def batches(texts: list[str], size: int = 32) -> list[list[str]]:
@@ -124,7 +115,7 @@ def main() -> None:
     speed_texts = texts[: args.speed_texts]
     work = args.out / "cpu_model_dir"
     shutil.rmtree(work, ignore_errors=True)
-    model_dir = model_dir_for(args.checkpoint, args.export_dir, work)
+    model_dir = model_dir_like_mar(args.checkpoint, args.export_dir, work)
     spec = ModelSpec.load(model_dir)
     tokenizer = load_tokenizer(model_dir)
 

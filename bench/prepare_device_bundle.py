@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -33,25 +32,18 @@ def main() -> None:
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from bench.gpu_inprocess import cpu_reference
     from export.train import read_labelled_csv
-    from handler.backends import TorchCpuBackend
-    from handler.classifier import TextClassifier, load_tokenizer
-    from handler.spec import ModelSpec
     from tests.tiny_model import model_dir_like_mar
 
     shutil.rmtree(args.out, ignore_errors=True)
     model_dir = args.out / "default_model_dir"
     model_dir_like_mar(args.checkpoint, args.export_dir, model_dir)
-    (model_dir / "model.onnx").unlink(missing_ok=True)
-    spec = ModelSpec.load(model_dir)
+    for name in ("model.onnx", "model.int8.onnx"):
+        (model_dir / name).unlink(missing_ok=True)
 
     _, texts = read_labelled_csv(args.test_csv)
-    backend = TorchCpuBackend(model_dir, spec, {"num_threads": torch.get_num_threads()}).load()
-    classifier = TextClassifier(load_tokenizer(model_dir), backend, spec)
-    probabilities = []
-    for first in range(0, len(texts), 32):
-        probabilities.append(torch.softmax(classifier.logits(texts[first : first + 32]), -1).numpy())
-    np.save(args.out / "reference_probs.npy", np.concatenate(probabilities))
+    np.save(args.out / "reference_probs.npy", cpu_reference(model_dir, texts))
     shutil.copy2(args.test_csv, args.out / "test.csv")
 
     half = AutoModelForSequenceClassification.from_pretrained(args.checkpoint, local_files_only=True).half()

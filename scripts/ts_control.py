@@ -69,6 +69,35 @@ def inference_key(workdir: Path, kind: str = "inference") -> str:
             time.sleep(0.2)
 
 
+def bearer(key_dir: Path, kind: str = "inference") -> dict[str, str]:
+    """Authorization header with the token of `kind` from key_dir/key_file.json."""
+    return {"Authorization": f"Bearer {inference_key(key_dir, kind)}"}
+
+
+def describe_model(management_url: str, key_dir: Path, model_name: str) -> dict:
+    """The management API's description of one model (workers, batch settings)."""
+    response = requests.get(f"{management_url}/models/{model_name}", headers=bearer(key_dir, "management"), timeout=10)
+    if response.status_code != 200:
+        raise RuntimeError(f"describe {model_name}: {response.status_code} {response.text}")
+    return response.json()[0]
+
+
+def wait_until_ready(inference_url: str, management_url: str, key_dir: Path, model_names: list[str], timeout: float) -> bool:
+    """Poll /ping and the management API until each model has a READY worker; False after `timeout` s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            pinged = requests.get(f"{inference_url}/ping", headers=bearer(key_dir), timeout=5).ok
+            if pinged and all(
+                any(w["status"] == "READY" for w in describe_model(management_url, key_dir, name)["workers"]) for name in model_names
+            ):
+                return True
+        except (requests.ConnectionError, RuntimeError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
 @dataclass
 class TorchServe:
     """One TorchServe instance in its own folder, on free loopback ports, from the shipped config."""
@@ -145,26 +174,15 @@ class TorchServe:
         return inference_key(self.workdir, kind)
 
     def headers(self, kind: str = "inference") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(kind)}"}
+        return bearer(self.workdir, kind)
 
     def wait_ready(self, model_names: list[str], timeout: float) -> None:
-        """Poll the management API until each model has a READY worker, or fail with the log tail."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                pinged = requests.get(f"{self.inference_url}/ping", headers=self.headers(), timeout=5).ok
-                if pinged and all(self.ready_workers(name) > 0 for name in model_names):
-                    return
-            except (requests.ConnectionError, RuntimeError):
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"TorchServe not ready after {timeout:.0f} s; log tail:\n{self.log_tail()}")
+        """Wait until each model has a READY worker, or fail with the log tail."""
+        if not wait_until_ready(self.inference_url, self.management_url, self.workdir, model_names, timeout):
+            raise TimeoutError(f"TorchServe not ready after {timeout:.0f} s; log tail:\n{self.log_tail()}")
 
     def describe(self, model_name: str) -> dict:
-        response = requests.get(f"{self.management_url}/models/{model_name}", headers=self.headers("management"), timeout=10)
-        if response.status_code != 200:
-            raise RuntimeError(f"describe {model_name}: {response.status_code} {response.text}")
-        return response.json()[0]
+        return describe_model(self.management_url, self.workdir, model_name)
 
     def ready_workers(self, model_name: str) -> int:
         return sum(worker["status"] == "READY" for worker in self.describe(model_name)["workers"])
@@ -225,29 +243,15 @@ def _repo_instance_command(args: argparse.Namespace) -> None:
         console_log = REPO / "logs" / "torchserve_console.log"
         with console_log.open("ab") as console:  # the server keeps running: don't tie it to our stdout
             subprocess.run([_torchserve_bin(), "--start", "--ncs", "--ts-config", str(DEFAULT_CONFIG)], cwd=REPO, check=True, stdout=console, stderr=subprocess.STDOUT)
-        deadline = time.time() + args.timeout
-        while True:
-            try:
-                response = requests.get(f"{inference}/ping", headers={"Authorization": f"Bearer {inference_key(REPO)}"}, timeout=5)
-                models = requests.get(
-                    f"{props['management_address']}/models/bert_trt",
-                    headers={"Authorization": f"Bearer {inference_key(REPO, 'management')}"},
-                    timeout=5,
-                )
-                if response.ok and models.ok and any(w["status"] == "READY" for w in models.json()[0]["workers"]):
-                    print(f"TorchServe is up: {inference}/predictions/bert_trt (logs in {REPO / 'logs'})")
-                    return
-            except (requests.ConnectionError, RuntimeError):
-                pass
-            if time.time() > deadline:
-                sys.exit(f"TorchServe did not get ready in {args.timeout} s; see {REPO / 'logs' / 'model_log.log'}")
-            time.sleep(1)
+        if not wait_until_ready(inference, props["management_address"], REPO, ["bert_trt"], args.timeout):
+            sys.exit(f"TorchServe did not get ready in {args.timeout} s; see {REPO / 'logs' / 'model_log.log'}")
+        print(f"TorchServe is up: {inference}/predictions/bert_trt (logs in {REPO / 'logs'})")
     elif args.command == "predict":
         try:
             response = requests.post(
                 f"{inference}/predictions/bert_trt",
                 data=args.text.encode("utf-8"),
-                headers={"Authorization": f"Bearer {inference_key(REPO)}", "Content-Type": "text/plain; charset=utf-8"},
+                headers={**bearer(REPO), "Content-Type": "text/plain; charset=utf-8"},
                 timeout=60,
             )
         except (requests.ConnectionError, RuntimeError) as error:

@@ -1,4 +1,4 @@
-"""A tiny BERT classifier for tests: real architecture and tokenizer, random (seeded) weights."""
+"""Random-weight BERT classifiers for tests and benchmarks: real architecture and tokenizer, seeded weights."""
 
 from __future__ import annotations
 
@@ -8,31 +8,37 @@ from pathlib import Path
 LABELS = ["negative", "neutral", "positive"]
 
 
-def make_tiny_checkpoint(out_dir: Path, labels: list[str] = LABELS, seed: int = 0) -> Path:
-    """Save a 2-layer, hidden-32 BertForSequenceClassification with MiniLM's tokenizer to out_dir."""
+def random_bert_checkpoint(out_dir: Path, tokenizer_dir: Path, labels: list[str] = LABELS, seed: int = 0, classifier_scale: float = 1.0, **config) -> Path:
+    """Save a seeded random BertForSequenceClassification (BertConfig defaults overridden by `config`)
+    and the tokenizer from `tokenizer_dir` to out_dir. `classifier_scale` widens the logits so that
+    probabilities are not all near-ties."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from export.default_data import default_backbone_dir
-
-    tokenizer = AutoTokenizer.from_pretrained(default_backbone_dir(), local_files_only=True)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        initializer_range=0.5,  # large random weights, so different texts get different labels
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    bert_config = BertConfig(
+        vocab_size=tokenizer.vocab_size, id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)}, **config
     )
     torch.manual_seed(seed)
-    model = BertForSequenceClassification(config).eval()
+    model = BertForSequenceClassification(bert_config).eval()
+    if classifier_scale != 1.0:
+        with torch.no_grad():
+            model.classifier.weight.mul_(classifier_scale)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def make_tiny_checkpoint(out_dir: Path, labels: list[str] = LABELS, seed: int = 0) -> Path:
+    """Save a 2-layer, hidden-32 BertForSequenceClassification with MiniLM's tokenizer to out_dir."""
+    from export.default_data import default_backbone_dir
+
+    return random_bert_checkpoint(
+        out_dir, default_backbone_dir(), labels, seed,
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+        initializer_range=0.5,  # large random weights, so different texts get different labels
+    )  # fmt: skip
 
 
 def model_dir_like_mar(checkpoint: Path, export_dir: Path, out_dir: Path) -> Path:
@@ -46,13 +52,17 @@ def model_dir_like_mar(checkpoint: Path, export_dir: Path, out_dir: Path) -> Pat
     return out_dir
 
 
-def in_process_classifier(checkpoint: Path, export_dir: Path, work_dir: Path):
-    """The handler's TextClassifier on the torch CPU backend, reading files as the worker does."""
+def torch_cpu_classifier(model_dir: Path, num_threads: int = 1):
+    """The handler's TextClassifier on the eager fp32 torch CPU backend (the numerical reference)."""
     from handler.backends import TorchCpuBackend
     from handler.classifier import TextClassifier, load_tokenizer
     from handler.spec import ModelSpec
 
-    model_dir = model_dir_like_mar(checkpoint, export_dir, work_dir)
     spec = ModelSpec.load(model_dir)
-    backend = TorchCpuBackend(model_dir, spec, {"num_threads": 1}).load()
+    backend = TorchCpuBackend(model_dir, spec, {"num_threads": num_threads}).load()
     return TextClassifier(load_tokenizer(model_dir), backend, spec)
+
+
+def in_process_classifier(checkpoint: Path, export_dir: Path, work_dir: Path):
+    """`torch_cpu_classifier` over the checkpoint laid out as the worker sees it."""
+    return torch_cpu_classifier(model_dir_like_mar(checkpoint, export_dir, work_dir))
