@@ -34,7 +34,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from export.train import read_labelled_csv  # noqa: E402
 from scripts.inprocess import handle_batch, started_handler  # noqa: E402
 
-VARIANTS = {"graphs": {"cuda_graphs": True}, "eager": {"cuda_graphs": False}}
+# handler settings per variant: the default (fused BERT + CUDA graphs), the Hugging Face module under
+# the same graphs, and no graphs at all
+VARIANTS = {"graphs": {"cuda_graphs": True}, "graphs_hf_module": {"cuda_graphs": True, "cuda_fused": False}, "eager": {"cuda_graphs": False}}
 GRID = [(b, s) for s in (32, 64, 128) for b in (1, 8, 32, 64, 128)]
 
 

@@ -11,6 +11,7 @@ float32 CPU logits of shape [batch, num_labels].
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from handler.spec import ModelSpec
 
 CHECKPOINT_SUBDIR = "model"
 INT8_ONNX_FILE = "model.int8.onnx"
+
+logger = logging.getLogger(__name__)
 
 
 class BackendUnavailable(RuntimeError):
@@ -168,8 +171,10 @@ class TorchCudaBackend(Backend):
     Options: ``gpu_id`` (from TorchServe), ``dtype`` ("float16" default, "bfloat16", "float32"),
     ``cuda_graphs`` (capture one CUDA graph per (batch, sequence) bucket; inputs are padded up to
     the bucket, which removes the per-kernel launch cost that dominates small batches),
-    ``compile`` (torch.compile the model before capturing: fused kernels, but 10-16 s of
-    compilation per bucket at start on an H100; see bench/gpu_compile_probe.py).
+    ``fused`` (run `FusedBertClassifier`, seven kernels per layer, instead of the Hugging Face
+    module; models it does not reproduce fall back to the Hugging Face module with a log line),
+    ``compile`` (torch.compile the model before capturing: 10-16 s of compilation per bucket at
+    start on an H100; see bench/gpu_kernel_probe.py).
     """
 
     name = "torch_cuda"
@@ -183,11 +188,14 @@ class TorchCudaBackend(Backend):
         torch.cuda.set_device(gpu_id)
         self.device = torch.device("cuda", gpu_id)
         dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[self.options.get("dtype") or "float16"]
-        self.model = _load_hf_classifier(self.model_dir, dtype=dtype, attn_implementation="sdpa").to(self.device)
+        self.model, self.forward_logits = self._build_model(dtype)
         if self.options.get("compile"):
-            self.model = torch.compile(self.model, dynamic=False)
+            self.forward_logits = torch.compile(self.forward_logits, dynamic=False)
         self.use_graphs = bool(self.options.get("cuda_graphs"))
-        self.graphs: dict[tuple[int, int], _CapturedBatch] = {}
+        # batches without any padding get their own graphs without attention mask (SDPA's fastest kernels);
+        # not for the Hugging Face module (slower without a mask) nor with compile (twice the compile time)
+        self.unpadded_graphs = self.use_graphs and self.fused and not self.options.get("compile")
+        self.graphs: dict[tuple[int, int, bool], _CapturedBatch] = {}
         self.graph_pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         seq_limit = self.spec.max_length
         self.sequence_buckets = tuple(b for b in self.SEQUENCE_BUCKETS if b < seq_limit) + (seq_limit,)
@@ -196,6 +204,28 @@ class TorchCudaBackend(Backend):
         self.loaded = True  # warm-up goes through infer()
         self._warm_up()
 
+    def _build_model(self, dtype: torch.dtype):
+        """The module on the device and a function (input_ids, token_type_ids, attention_mask) -> logits;
+        all three [batch, seq] on the device, mask nonzero for real tokens."""
+        if self.options.get("fused", True):
+            from handler.fused_bert import FusedBertClassifier, UnsupportedModel
+
+            try:
+                model = FusedBertClassifier.from_hf(_load_hf_classifier(self.model_dir, dtype=torch.float32))
+                self.fused = True
+                return model.to(self.device, dtype).eval(), model
+            except UnsupportedModel as reason:
+                logger.info("fused BERT not used (%s); running the Hugging Face module", reason)
+        model = _load_hf_classifier(self.model_dir, dtype=dtype, attn_implementation="sdpa").to(self.device)
+        self.fused = False
+
+        def hf_logits(input_ids, token_type_ids, attention_mask):
+            # a 4-D boolean mask: transformers then skips its "is there padding?" check, which syncs with the host
+            mask = attention_mask[:, None, None, :] != 0
+            return model(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids).logits
+
+        return model, hf_logits
+
     def _warm_up(self) -> None:
         """Run every shape bucket once (capturing its graph) so that no request pays for it."""
         batches = self.BATCH_BUCKETS if self.use_graphs else (1, 8)
@@ -203,7 +233,10 @@ class TorchCudaBackend(Backend):
         for batch in batches:
             for length in lengths:
                 ids = torch.full((batch, length), 100, dtype=torch.long)
-                self.infer({"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)})
+                padded = torch.ones_like(ids)
+                padded[:, -1] = 0
+                for mask in (padded, torch.ones_like(ids)) if self.unpadded_graphs else (padded,):
+                    self.infer({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)})
         torch.cuda.synchronize(self.device)
 
     def _infer_impl(self, inputs):
@@ -211,14 +244,15 @@ class TorchCudaBackend(Backend):
             return self._infer_graphed(inputs)
         with torch.inference_mode():
             on_device = {name: inputs[name].to(self.device, non_blocking=True) for name in self.spec.input_names}
-            return self.model(**on_device).logits.float().cpu()
+            return self.forward_logits(on_device["input_ids"], on_device["token_type_ids"], on_device["attention_mask"]).float().cpu()
 
     def _infer_graphed(self, inputs):
         batch, length = inputs["input_ids"].shape
-        key = (_bucket(batch, self.BATCH_BUCKETS), _bucket(length, self.sequence_buckets))
-        captured = self.graphs.get(key)
+        shape = (_bucket(batch, self.BATCH_BUCKETS), _bucket(length, self.sequence_buckets))
+        masked = not (self.unpadded_graphs and shape == (batch, length) and bool(inputs["attention_mask"].all()))
+        captured = self.graphs.get((*shape, masked))
         if captured is None:
-            captured = self.graphs[key] = _CapturedBatch(self.model, key, self.device, self.graph_pool)
+            captured = self.graphs[(*shape, masked)] = _CapturedBatch(self.forward_logits, shape, self.device, self.graph_pool, masked)
         return captured.run(inputs, batch, length)
 
     def describe(self):
@@ -226,6 +260,7 @@ class TorchCudaBackend(Backend):
             "backend": self.name,
             "device": torch.cuda.get_device_name(self.device),
             "dtype": str(self.model.dtype),
+            "model": "fused BERT" if self.fused else "Hugging Face",
             "cuda_graphs": f"{len(self.graphs)} captured" if self.use_graphs else "off",
         }
 
@@ -239,42 +274,38 @@ def _bucket(value: int, buckets: tuple[int, ...]) -> int:
 
 
 class _CapturedBatch:
-    """One CUDA graph of the model for a fixed (batch, sequence) shape, with static I/O buffers.
+    """One CUDA graph of `forward_logits` for a fixed (batch, sequence) shape, with static I/O buffers.
 
-    The attention mask goes in as a 4-D boolean mask [batch, 1, 1, sequence]: transformers then
-    skips its data-dependent "is there any padding?" check, which syncs with the host and cannot
-    be captured.
+    The three inputs travel as one pinned int64 block [3, batch, sequence] (one host-to-device copy)
+    and the logits become float32 inside the graph: a call is two copies and one replay.
+    `masked=False` captures the model without attention mask: only for batches with no padding.
     """
 
-    def __init__(self, model, shape: tuple[int, int], device: torch.device, pool):
-        self.host = {
-            "input_ids": torch.zeros(shape, dtype=torch.long).pin_memory(),
-            "token_type_ids": torch.zeros(shape, dtype=torch.long).pin_memory(),
-            "attention_mask": torch.zeros(shape, dtype=torch.bool).pin_memory(),
-        }
-        self.host["attention_mask"][:, 0] = True
-        self.static = {name: tensor.to(device) for name, tensor in self.host.items()}
+    INPUT_ROWS = ("input_ids", "token_type_ids", "attention_mask")
+
+    def __init__(self, forward_logits, shape: tuple[int, int], device: torch.device, pool, masked: bool = True):
+        self.host = torch.zeros((len(self.INPUT_ROWS), *shape), dtype=torch.long).pin_memory()
+        self.host[2, :, 0] = 1
+        self.static = self.host.to(device)
+        input_ids, token_type_ids, attention_mask = self.static.unbind(0)
+        run = lambda: forward_logits(input_ids, token_type_ids, attention_mask if masked else None).float()  # noqa: E731
         with torch.inference_mode():
             side = torch.cuda.Stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):
                 for _ in range(2):
-                    self._forward(model)
+                    run()
             torch.cuda.current_stream(device).wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph, pool=pool):
-                self.logits = self._forward(model)
-
-    def _forward(self, model):
-        mask = self.static["attention_mask"][:, None, None, :]
-        return model(input_ids=self.static["input_ids"], attention_mask=mask, token_type_ids=self.static["token_type_ids"]).logits
+                self.logits = run()
 
     def run(self, inputs, batch: int, length: int) -> torch.Tensor:
-        for name, host in self.host.items():
-            host.zero_()
-            host[:batch, :length] = inputs[name]
-        self.host["attention_mask"][batch:, 0] = True  # padding rows attend to one token: no NaN rows
-        for name, host in self.host.items():
-            self.static[name].copy_(host, non_blocking=True)
+        self.host[:, batch:] = 0
+        self.host[:, :batch, length:] = 0
+        for row, name in enumerate(self.INPUT_ROWS):
+            self.host[row, :batch, :length] = inputs[name]
+        self.host[2, batch:, 0] = 1  # padding rows attend to one token: no NaN rows
+        self.static.copy_(self.host, non_blocking=True)
         self.graph.replay()
-        return self.logits[:batch].float().cpu()
+        return self.logits[:batch].cpu()

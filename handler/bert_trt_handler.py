@@ -49,6 +49,7 @@ class BertTrtHandler:
             "dtype": self.settings.cuda_dtype,
             "cuda_graphs": self.settings.cuda_graphs,
             "compile": self.settings.cuda_compile,
+            "fused": self.settings.cuda_fused,
             "onnx_int8": self.settings.onnx_int8,
             "torch_int8": self.settings.torch_int8,
             "sub_batch": self.settings.cpu_sub_batch,

@@ -26,6 +26,8 @@ class HandlerSettings:
     cuda_dtype: str = "float16"
     #: torch CUDA backend: one CUDA graph per (batch, sequence) bucket, captured at start
     cuda_graphs: bool = True
+    #: torch CUDA backend: run handler/fused_bert.py (fewer, larger kernels) for plain BERT checkpoints
+    cuda_fused: bool = True
     #: torch CUDA backend: torch.compile before capturing the graphs (slow start, faster kernels)
     cuda_compile: bool = False
     #: onnxruntime backend: run model.int8.onnx (per-channel int8 weights) instead of model.onnx
@@ -52,7 +54,7 @@ class HandlerSettings:
             raise ValueError(f"handler setting max_length must be within 8..512, got {section['max_length']}")
         if section.get("cuda_dtype", "float16") not in CUDA_DTYPES:
             raise ValueError(f"handler setting cuda_dtype must be one of {CUDA_DTYPES}, got {section['cuda_dtype']!r}")
-        for key in ("cuda_graphs", "cuda_compile", "onnx_int8", "torch_int8"):
+        for key in ("cuda_graphs", "cuda_fused", "cuda_compile", "onnx_int8", "torch_int8"):
             if not isinstance(section.get(key, False), bool):
                 raise ValueError(f"handler setting {key} must be true or false, got {section[key]!r}")
         if section.get("cuda_compile") and section.get("cuda_graphs") is False:

@@ -52,6 +52,8 @@ def test_settings_reject_unknown_and_bad_values():
         HandlerSettings.from_model_yaml({"handler": {"cuda_dtype": "fp16"}})
     with pytest.raises(ValueError, match="needs cuda_graphs"):
         HandlerSettings.from_model_yaml({"handler": {"cuda_compile": True, "cuda_graphs": False}})
+    with pytest.raises(ValueError, match="cuda_fused must be true or false"):
+        HandlerSettings.from_model_yaml({"handler": {"cuda_fused": "yes"}})
 
 
 def test_threads_split_cores_among_workers(monkeypatch):
