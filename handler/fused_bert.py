@@ -16,6 +16,9 @@ shift (beta); the GEMMs that *read* the stream subtract it again through their o
 (b' = b - W @ bias, folded once at load, in float32); the projection then accumulates onto the
 stream in place (`addmm_`, beta = 1, done by cuBLAS in the GEMM epilogue).
 
+LayerNorms, and the embeddings' lookup + sum + LayerNorm, run as Triton kernels on CUDA
+(handler/triton_kernels.py), with PyTorch's kernels where Triton is missing.
+
 GELU in the GEMM epilogue is the tanh approximation, BERT checkpoints use the erf form: they differ
 by less than 5e-4 per activation, below fp16 rounding of the values around them
 (bench/gpu_inprocess.py reports agreement with the float32 CPU reference).
