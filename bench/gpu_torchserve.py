@@ -16,7 +16,9 @@ import argparse
 import json
 import os
 import re
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import requests
@@ -32,7 +34,7 @@ from export.train import read_labelled_csv  # noqa: E402
 from scripts.inprocess import started_handler  # noqa: E402
 from scripts.ts_control import TorchServe  # noqa: E402
 
-CONFIGS = [(1, 32, 5), (2, 32, 5), (4, 32, 5), (4, 64, 10)]  # workers, batchSize, maxBatchDelay
+CONFIGS = [(1, 32, 5), (2, 64, 10), (4, 64, 10), (8, 64, 10)]  # workers, batchSize, maxBatchDelay
 COUNTER = re.compile(r"^(ts_inference_requests_total|ts_queue_latency_microseconds|ts_inference_latency_microseconds)\{[^}]*model_name=\"(\w+)\"[^}]*\} ([0-9.eE+]+)", re.M)
 
 
@@ -54,6 +56,21 @@ def counters(server: TorchServe) -> dict[str, float]:
 def handler_batches(server: TorchServe) -> list[tuple[int, float]]:
     log = (server.log_dir / "model_log.log").read_text(errors="replace")
     return [(int(n), float(ms)) for n, ms in re.findall(r"batch: (\d+) requests, \d+ texts, \d+ rejected, ([0-9.]+) ms", log)]
+
+
+def cpu_seconds(server: TorchServe) -> dict[str, float]:
+    """CPU seconds used so far by the frontend (Java), by its workers, and by the whole machine."""
+    import psutil
+
+    frontend = psutil.Process(int((server.workdir / "tmp" / ".model_server.pid").read_text()))
+    used = lambda process: process.cpu_times().user + process.cpu_times().system  # noqa: E731
+    machine = psutil.cpu_times()
+    return {
+        "frontend": used(frontend),
+        "workers": sum(used(worker) for worker in frontend.children(recursive=True)),
+        "machine": machine.user + machine.system + machine.nice + machine.softirq + machine.irq,
+        "wall": time.perf_counter(),
+    }
 
 
 def main() -> None:
@@ -85,22 +102,26 @@ def main() -> None:
     ModelSpec.from_checkpoint(checkpoint).save(model_dir)
     handler, context = started_handler(model_dir, gpu_id=0, model_yaml={"minWorkers": 1})
     run_handler(handler, context, texts[:512])
-    _, batch_ms = run_handler(handler, context, texts)
-    inprocess = {"backend": handler.classifier.backend.name, "texts_per_s": round(len(texts) / (sum(batch_ms) / 1000), 1)}
+    passes = [len(texts) / (sum(run_handler(handler, context, texts)[1]) / 1000) for _ in range(3)]
+    inprocess = {"backend": handler.classifier.backend.name, "texts_per_s": round(statistics.median(passes), 1), "passes": [round(p, 1) for p in passes]}
     print(json.dumps({"inprocess": inprocess}), flush=True)
     del handler, context
     torch.cuda.empty_cache()
 
     def frontend_costs(server: TorchServe):
-        before, batches_before = counters(server), len(handler_batches(server))
+        before, batches_before, cpu_before = counters(server), len(handler_batches(server)), cpu_seconds(server)
 
         def finish() -> dict:
-            after, batches = counters(server), handler_batches(server)[batches_before:]
+            after, batches, cpu_after = counters(server), handler_batches(server)[batches_before:], cpu_seconds(server)
+            cores = {name: (cpu_after[name] - cpu_before[name]) / (cpu_after["wall"] - cpu_before["wall"]) for name in ("frontend", "workers", "machine")}
             served = max(1.0, after.get("ts_inference_requests_total", 0.0) - before.get("ts_inference_requests_total", 0.0))
             extra = {
                 name: round((after.get(counter, 0.0) - before.get(counter, 0.0)) / served / 1000, 3)
                 for name, counter in (("frontend_queue_ms_avg", "ts_queue_latency_microseconds"), ("frontend_inference_ms_avg", "ts_inference_latency_microseconds"))
             }
+            # CPU cores busy during the level: the rest of the machine is mostly the load-generating clients
+            extra |= {"cores_frontend": round(cores["frontend"], 1), "cores_workers": round(cores["workers"], 1),
+                      "cores_rest": round(cores["machine"] - cores["frontend"] - cores["workers"], 1)}  # fmt: skip
             if batches:
                 extra["handler_batch_ms_avg"] = round(sum(ms for _, ms in batches) / len(batches), 3)
                 extra["batch_size_avg"] = round(sum(n for n, _ in batches) / len(batches), 1)
