@@ -64,8 +64,6 @@ class FusedBertClassifier(torch.nn.Module):
             raise UnsupportedModel(f"hidden_act {config.hidden_act!r} is not one of {SUPPORTED_ACTIVATIONS}")
         if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
             raise UnsupportedModel(f"position_embedding_type {config.position_embedding_type!r} is not 'absolute'")
-        if config.problem_type == "multi_label_classification":
-            raise UnsupportedModel("multi-label heads are not supported")
         hf = {name: tensor.detach().float().cpu() for name, tensor in model.state_dict().items()}
         layers = config.num_hidden_layers
 
@@ -114,6 +112,8 @@ class FusedBertClassifier(torch.nn.Module):
         token; None means no padding at all (SDPA may then use flash attention)."""
         batch, length = input_ids.shape
         hidden = self.word_embeddings.shape[1]
+        if length > self.position_embeddings.shape[0]:
+            raise ValueError(f"sequence of {length} tokens is longer than the model's {self.position_embeddings.shape[0]} positions")
         stream = embedding_layer_norm(
             input_ids, token_type_ids, self.word_embeddings, self.position_embeddings, self.token_type_embeddings,
             self.embeddings_ln_weight, self.embeddings_ln_bias, self.layer_norm_eps, use_triton=self.triton_kernels,

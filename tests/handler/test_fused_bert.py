@@ -67,10 +67,52 @@ def test_module_converts_to_half_precision_buffers():
     assert all(buffer.dtype == torch.float16 for buffer in fused.buffers())
 
 
-@pytest.mark.parametrize(
-    "overrides, reason",
-    [({"hidden_act": "relu"}, "hidden_act"), ({"problem_type": "multi_label_classification"}, "multi-label")],
-)
-def test_unsupported_variants_are_refused_with_the_reason(overrides, reason):
-    with pytest.raises(UnsupportedModel, match=reason):
-        FusedBertClassifier.from_hf(random_hf_model(**overrides))
+def test_other_activations_are_refused_with_the_reason():
+    with pytest.raises(UnsupportedModel, match="hidden_act"):
+        FusedBertClassifier.from_hf(random_hf_model(hidden_act="relu"))
+
+
+def test_sequence_longer_than_the_position_table_is_refused():
+    fused = FusedBertClassifier.from_hf(random_hf_model(max_position_embeddings=8))
+    ids = torch.ones((1, 9), dtype=torch.long)
+    with pytest.raises(ValueError, match="8 positions"):
+        fused(ids, torch.zeros_like(ids))
+
+
+def torch_cuda_forward(model_dir, fused: bool):
+    """The torch_cuda backend's model-building step, run on the CPU in float32 (no GPU needed for the glue)."""
+    from handler.backends import TorchCudaBackend
+    from handler.spec import ModelSpec
+
+    backend = TorchCudaBackend(model_dir, ModelSpec.load(model_dir), {"fused": fused})
+    backend.device = torch.device("cpu")
+    _, forward = backend._build_model(torch.float32)
+    return backend, forward
+
+
+def test_torch_cuda_backend_builds_the_fused_model_with_the_same_logits(tiny_checkpoint, tiny_export, tmp_path):
+    from tests.tiny_model import model_dir_like_mar
+
+    model_dir = model_dir_like_mar(tiny_checkpoint, tiny_export, tmp_path)
+    inputs = padded_inputs()
+    inputs["input_ids"] = inputs["input_ids"] % 1000
+    fused_backend, fused_forward = torch_cuda_forward(model_dir, fused=True)
+    hf_backend, hf_forward = torch_cuda_forward(model_dir, fused=False)
+    assert (fused_backend.fused, hf_backend.fused) == (True, False)
+    with torch.inference_mode():
+        arguments = (inputs["input_ids"], inputs["token_type_ids"], inputs["attention_mask"])
+        torch.testing.assert_close(fused_forward(*arguments), hf_forward(*arguments), rtol=1e-4, atol=1e-5)
+
+
+def test_torch_cuda_backend_falls_back_to_hugging_face_for_other_models(tmp_path):
+    from handler.spec import ModelSpec
+
+    model = random_hf_model(hidden_act="relu")
+    model.save_pretrained(tmp_path / "model")
+    ModelSpec(id2label=dict(enumerate("abc")), max_length=16).save(tmp_path)
+    backend, forward = torch_cuda_forward(tmp_path, fused=True)
+    assert backend.fused is False
+    inputs = padded_inputs()
+    with torch.inference_mode():
+        expected = model(**inputs).logits
+        torch.testing.assert_close(forward(inputs["input_ids"], inputs["token_type_ids"], inputs["attention_mask"]), expected)
