@@ -92,26 +92,31 @@ def with_sdpa_backend(forward, backend_name: str):
 
 
 def profile_fused(fused, out: Path) -> None:
-    """Run the GPU tests, then print the kernel time table of one eager 128x128 forward (GPU-bound at this
-    size) and the rate of each encoder GEMM alone."""
+    """Run the GPU tests (gpu_tests.txt), profile one eager 128x128 forward of the fused module with and
+    without the Triton kernels (GPU-bound at this size; *_profile_128x128.txt), and time each encoder
+    GEMM alone plus an 8192^3 product (gemm_rates.json)."""
+    out.mkdir(parents=True, exist_ok=True)
     from torch.profiler import ProfilerActivity, profile
 
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", str(REPO / "tests" / "handler")], capture_output=True, text=True)
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-m", "gpu", str(REPO / "tests" / "handler")], capture_output=True, text=True)
     print("GPU tests:", tests.stdout.strip().splitlines()[-1], flush=True)
+    (out / "gpu_tests.txt").write_text(tests.stdout)
 
     ids = torch.randint(1000, 20000, (128, 128), device="cuda")
     mask = torch.ones_like(ids, dtype=torch.bool)
-    with torch.inference_mode():
-        for _ in range(3):
-            fused(ids, torch.zeros_like(ids), mask)
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            fused(ids, torch.zeros_like(ids), mask)
+    for name, module in (("fused_profile_128x128.txt", fused), ("fused_without_triton_profile_128x128.txt", without_triton(fused))):
+        with torch.inference_mode():
+            for _ in range(3):
+                module(ids, torch.zeros_like(ids), mask)
             torch.cuda.synchronize()
-    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=90)
-    print(table, flush=True)
-    (out / "fused_profile_128x128.txt").write_text(table)
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                module(ids, torch.zeros_like(ids), mask)
+                torch.cuda.synchronize()
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=90)
+        print(table, flush=True)
+        (out / name).write_text(table)
     tokens = 128 * 128
+    gemm_rows = []
     for name, (n, k) in {"qkv": (2304, 768), "out": (768, 768), "up": (3072, 768), "down": (768, 3072)}.items():
         a = torch.randn(tokens, k, device="cuda", dtype=torch.float16)
         w = torch.randn(n, k, device="cuda", dtype=torch.float16)
@@ -119,7 +124,13 @@ def profile_fused(fused, out: Path) -> None:
         for label, fn in {"addmm": lambda: torch.addmm(bias, a, w.t()), "mm": lambda: a @ w.t(),
                           "addmm_gelu": lambda: torch._addmm_activation(bias, a, w.t(), use_gelu=True)}.items():  # fmt: skip
             ms = _event_ms(fn)
-            print(json.dumps({"gemm": name, "op": label, "ms": round(ms, 4), "tflops": round(2 * tokens * n * k / ms / 1e9, 1)}), flush=True)
+            gemm_rows.append({"gemm": name, "tokens": tokens, "n": n, "k": k, "op": label, "ms": round(ms, 4), "tflops": round(2 * tokens * n * k / ms / 1e9, 1)})
+            print(json.dumps(gemm_rows[-1]), flush=True)
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    ms = _event_ms(lambda: a @ a, iterations=20)
+    gemm_rows.append({"gemm": "square_8192", "tokens": 8192, "n": 8192, "k": 8192, "op": "mm", "ms": round(ms, 4), "tflops": round(2 * 8192**3 / ms / 1e9, 1)})
+    print(json.dumps(gemm_rows[-1]), flush=True)
+    (out / "gemm_rates.json").write_text(json.dumps(gemm_rows, indent=1))
 
 
 def _event_ms(fn, iterations: int = 30) -> float:

@@ -19,9 +19,10 @@ stream in place (`addmm_`, beta = 1, done by cuBLAS in the GEMM epilogue).
 LayerNorms, and the embeddings' lookup + sum + LayerNorm, run as Triton kernels on CUDA
 (handler/triton_kernels.py), with PyTorch's kernels where Triton is missing.
 
-GELU in the GEMM epilogue is the tanh approximation, BERT checkpoints use the erf form: they differ
-by less than 5e-4 per activation, below fp16 rounding of the values around them
-(bench/gpu_inprocess.py reports agreement with the float32 CPU reference).
+GELU: in fp16/bf16 it runs in the GEMM epilogue, which computes the tanh approximation; BERT
+checkpoints ("gelu") use the erf form. They differ by less than 5e-4 per activation, below the
+rounding of the values around them (bench/gpu_inprocess.py reports agreement with the float32 CPU
+reference). In float32 the module runs the checkpoint's own GELU as a separate kernel.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import torch.nn.functional as F
 
 from handler.triton_kernels import embedding_layer_norm, layer_norm
 
-SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh")
+#: hidden_act -> the `approximate` argument of F.gelu that computes it
+SUPPORTED_ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 
 
 class UnsupportedModel(ValueError):
@@ -44,8 +46,9 @@ class FusedBertClassifier(torch.nn.Module):
     #: LayerNorms (and the embeddings) by the Triton kernels on CUDA (handler/triton_kernels.py); False: PyTorch's
     triton_kernels = True
 
-    def __init__(self, state: dict[str, torch.Tensor], num_layers: int, num_heads: int, layer_norm_eps: float):
+    def __init__(self, state: dict[str, torch.Tensor], num_layers: int, num_heads: int, layer_norm_eps: float, gelu_approximate: str = "none"):
         super().__init__()
+        self.gelu_approximate = gelu_approximate
         self.num_layers = num_layers
         self.num_heads = num_heads
         self.layer_norm_eps = layer_norm_eps
@@ -53,17 +56,22 @@ class FusedBertClassifier(torch.nn.Module):
             self.register_buffer(name, tensor.contiguous(), persistent=False)
 
     @classmethod
-    def from_hf(cls, model) -> "FusedBertClassifier":
+    def from_hf(cls, model, tokenizer_size: int | None = None) -> "FusedBertClassifier":
         """Fold the weights of a Hugging Face BertForSequenceClassification (any device/dtype) into a new
         float32 CPU module; move it with `.to(device, dtype)`. Raises `UnsupportedModel` for variants it
-        does not reproduce."""
+        does not reproduce, and when the tokenizer has more tokens (`tokenizer_size`) than the embedding
+        has rows (the fused embedding kernel does not bounds-check ids)."""
         config = model.config
         if config.model_type != "bert":
             raise UnsupportedModel(f"model_type {config.model_type!r} is not 'bert'")
         if config.hidden_act not in SUPPORTED_ACTIVATIONS:
-            raise UnsupportedModel(f"hidden_act {config.hidden_act!r} is not one of {SUPPORTED_ACTIVATIONS}")
+            raise UnsupportedModel(f"hidden_act {config.hidden_act!r} is not one of {sorted(SUPPORTED_ACTIVATIONS)}")
         if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
             raise UnsupportedModel(f"position_embedding_type {config.position_embedding_type!r} is not 'absolute'")
+        if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+            raise UnsupportedModel("decoder / cross-attention configurations are not supported")
+        if tokenizer_size is not None and tokenizer_size > config.vocab_size:
+            raise UnsupportedModel(f"the tokenizer has {tokenizer_size} tokens but the embedding only {config.vocab_size} rows")
         hf = {name: tensor.detach().float().cpu() for name, tensor in model.state_dict().items()}
         layers = config.num_hidden_layers
 
@@ -101,7 +109,7 @@ class FusedBertClassifier(torch.nn.Module):
                 f"layer{index}_ln2_weight": layer_key(index, "output.LayerNorm.weight"),
                 f"layer{index}_ln2_bias": layer_key(index, "output.LayerNorm.bias") + next_carried,
             }
-        return cls(state, layers, config.num_attention_heads, config.layer_norm_eps)
+        return cls(state, layers, config.num_attention_heads, config.layer_norm_eps, SUPPORTED_ACTIVATIONS[config.hidden_act])
 
     @property
     def dtype(self) -> torch.dtype:
@@ -139,7 +147,10 @@ class FusedBertClassifier(torch.nn.Module):
         context = context.transpose(1, 2).reshape(batch * length, hidden)
         stream.addmm_(context, weights("out_weight").t())
         stream = self._layer_norm(stream, f"layer{index}_ln1")
-        intermediate = torch._addmm_activation(weights("up_bias"), stream, weights("up_weight").t(), use_gelu=True)
+        if stream.dtype == torch.float32:  # the checkpoint's exact GELU, as a separate kernel
+            intermediate = F.gelu(torch.addmm(weights("up_bias"), stream, weights("up_weight").t()), approximate=self.gelu_approximate)
+        else:  # bias + GELU (tanh form) in the cuBLASLt epilogue
+            intermediate = torch._addmm_activation(weights("up_bias"), stream, weights("up_weight").t(), use_gelu=True)
         stream.addmm_(intermediate, weights("down_weight").t())
         return self._layer_norm(stream, f"layer{index}_ln2")
 
