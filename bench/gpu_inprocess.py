@@ -19,7 +19,6 @@ import argparse
 import csv
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.timing import full_batch, median_wall_ms  # noqa: E402
 from export.train import read_labelled_csv  # noqa: E402
 from scripts.inprocess import handle_batch, started_handler  # noqa: E402
 
@@ -60,20 +60,6 @@ def compare(probabilities: np.ndarray, reference: np.ndarray) -> dict:
         "argmax_agreement": float((probabilities.argmax(1) == reference.argmax(1)).mean()),
         "max_abs_prob_diff": float(np.abs(probabilities - reference).max()),
     }
-
-
-def time_backend(backend, batch: int, length: int, iterations: int = 30) -> float:
-    """Median ms of backend.infer on a full (batch, length) input, host copies included."""
-    ids = torch.randint(1000, 20000, (batch, length))
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-    for _ in range(5):
-        backend.infer(inputs)
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        backend.infer(inputs)  # returns CPU logits: the GPU work is finished
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def make_bert_base(directory: Path, tokenizer_dir: Path) -> Path:
@@ -140,7 +126,8 @@ def main() -> None:
             print(json.dumps(realistic), flush=True)
 
             for batch, length in grid:
-                ms = time_backend(backend, batch, length)
+                inputs = full_batch(batch, length)  # backend.infer returns CPU logits: the GPU work is finished
+                ms = median_wall_ms(lambda: backend.infer(inputs), iterations=30, warmup=5)
                 row = {"model": model_name, "variant": variant, "batch": batch, "seq": length, "ms": round(ms, 3), "seq_per_s": round(batch / ms * 1000, 1)}
                 grid_rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from handler.backends import TorchCudaBackend, _CapturedBatch  # noqa: E402
-from handler.spec import ModelSpec  # noqa: E402
+from handler.backends import _CapturedBatch  # noqa: E402
+from bench.timing import full_batch, median_wall_ms  # noqa: E402
 
 SHAPES = [(1, 128), (32, 128), (128, 128)]
 
@@ -47,17 +47,6 @@ def replay_ms(captured: _CapturedBatch, iterations: int = 50) -> float:
     return statistics.median(times)
 
 
-def call_ms(captured: _CapturedBatch, batch: int, length: int, iterations: int = 200) -> float:
-    ids = torch.randint(1000, 20000, (batch, length))
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        captured.run(inputs, batch, length)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
 def padded_batch(batch: int, length: int, seed: int = 1) -> dict[str, torch.Tensor]:
     """Random ids with lengths spread over 8..length (rows padded with zeros and mask 0)."""
     generator = torch.Generator().manual_seed(seed)
@@ -65,13 +54,6 @@ def padded_batch(batch: int, length: int, seed: int = 1) -> dict[str, torch.Tens
     lengths = torch.randint(8, length + 1, (batch,), generator=generator)
     mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
     return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
-
-
-def forward_for(model_dir: Path, fused: bool):
-    """(module, forward function) exactly as TorchCudaBackend builds them, without its warm-up."""
-    backend = TorchCudaBackend(model_dir, ModelSpec.load(model_dir), {"fused": fused})
-    backend.device = torch.device("cuda", 0)
-    return backend._build_model(torch.float16)
 
 
 def without_triton(fused):
@@ -155,8 +137,10 @@ def main() -> None:
     from gpu_inprocess import make_bert_base
 
     model_dir = make_bert_base(Path("/tmp/probe_bert_base"), REPO / ".carry" / "default_model_dir" / "model")
-    _, hf_fused_off = forward_for(model_dir, fused=False)
-    _, fused = forward_for(model_dir, fused=True)
+    from tests.tiny_model import torch_cuda_model
+
+    _, hf_fused_off = torch_cuda_model(model_dir, torch.device("cuda", 0), torch.float16, fused=False)
+    _, fused = torch_cuda_model(model_dir, torch.device("cuda", 0), torch.float16, fused=True)
     if args.profile:
         profile_fused(fused, args.out)
     # name: (forward function, captured with the attention mask?)
@@ -199,7 +183,8 @@ def main() -> None:
                 row["max_abs_prob_diff"] = round(float((probabilities - reference).abs().max()), 5)
                 row["argmax_agreement"] = float((probabilities.argmax(-1) == reference.argmax(-1)).float().mean())
             replay = replay_ms(captured)
-            full = call_ms(captured, batch, length)
+            inputs = full_batch(batch, length)
+            full = median_wall_ms(lambda: captured.run(inputs, batch, length), iterations=200)
             row |= {"replay_ms": round(replay, 3), "call_ms": round(full, 3), "seq_per_s_call": round(batch / full * 1000, 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -16,7 +16,6 @@ import csv
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from bench.timing import full_batch, median_wall_ms  # noqa: E402
 from export.train import read_labelled_csv  # noqa: E402
 from handler.backends import OnnxRuntimeBackend, TorchCpuBackend  # noqa: E402
 from handler.classifier import TextClassifier, load_tokenizer  # noqa: E402
@@ -84,18 +84,6 @@ def accuracy(classifier: TextClassifier, texts: list[str], gold: list[str]) -> f
     return sum(p == g for p, g in zip(predicted, gold)) / len(gold)
 
 
-def grid_ms(backend, batch: int, length: int, iterations: int) -> float:
-    ids = torch.randint(1000, 20000, (batch, length))
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-    backend.infer(inputs)
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        backend.infer(inputs)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=REPO / "artifacts/default/checkpoint")
@@ -130,7 +118,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
         for batch, length in grid:
-            ms = grid_ms(backend, batch, length, 3 if args.quick else 10)
+            inputs = full_batch(batch, length)
+            ms = median_wall_ms(lambda: backend.infer(inputs), iterations=3 if args.quick else 10, warmup=1)
             grid_rows.append({"variant": name, "batch": batch, "seq": length, "ms": round(ms, 2), "seq_per_s": round(batch / ms * 1000, 1)})
 
     baseline = rows[0]["texts_per_s"]

@@ -173,6 +173,7 @@ class TorchCudaBackend(Backend):
     the bucket, which removes the per-kernel launch cost that dominates small batches),
     ``fused`` (run `FusedBertClassifier`, seven kernels per layer, instead of the Hugging Face
     module; models it does not reproduce fall back to the Hugging Face module with a log line),
+    ``tokenizer_size`` (the handler's tokenizer length; the fused module refuses a larger one),
     ``compile`` (torch.compile the model before capturing: 7-14 s of compilation per bucket at
     start on an H100, and no faster than the fused module alone; see bench/gpu_kernel_probe.py).
     """
@@ -215,11 +216,9 @@ class TorchCudaBackend(Backend):
         if self.options.get("fused", True):
             from handler.fused_bert import FusedBertClassifier, UnsupportedModel
 
-            from handler.classifier import load_tokenizer
-
             try:
-                tokenizer_size = len(load_tokenizer(self.model_dir))
-                model = FusedBertClassifier.from_hf(_load_hf_classifier(self.model_dir, dtype=torch.float32), tokenizer_size)
+                hf_model = _load_hf_classifier(self.model_dir, dtype=torch.float32)
+                model = FusedBertClassifier.from_hf(hf_model, self.options.get("tokenizer_size"))
                 self.fused = True
                 return model.to(self.device, dtype).eval(), model
             except UnsupportedModel as reason:

@@ -43,7 +43,9 @@ class BertTrtHandler:
         model_yaml = getattr(context, "model_yaml_config", None) or {}
         self.settings = HandlerSettings.from_model_yaml(model_yaml)
         spec = ModelSpec.load(model_dir)
+        tokenizer = load_tokenizer(model_dir)
         options = {
+            "tokenizer_size": len(tokenizer),
             "gpu_id": properties.get("gpu_id"),
             "num_threads": self.settings.threads_per_worker(model_yaml.get("minWorkers")),
             "dtype": self.settings.cuda_dtype,
@@ -55,7 +57,7 @@ class BertTrtHandler:
             "sub_batch": self.settings.cpu_sub_batch,
         }
         backend, skipped = choose_backend(self.settings.backend, model_dir, spec, options)
-        self.classifier = TextClassifier(load_tokenizer(model_dir), backend, spec, self.settings.max_length)
+        self.classifier = TextClassifier(tokenizer, backend, spec, self.settings.max_length)
         self.skipped_backends = skipped
         logger.info("bert_trt ready: %s, max_length=%d, labels=%s", backend.describe(), self.classifier.max_length, spec.labels)
         HandlerMetrics(getattr(context, "metrics", None)).backend_started(backend.name)

@@ -66,3 +66,15 @@ def torch_cpu_classifier(model_dir: Path, num_threads: int = 1):
 def in_process_classifier(checkpoint: Path, export_dir: Path, work_dir: Path):
     """`torch_cpu_classifier` over the checkpoint laid out as the worker sees it."""
     return torch_cpu_classifier(model_dir_like_mar(checkpoint, export_dir, work_dir))
+
+
+def torch_cuda_model(model_dir: Path, device, dtype, **options):
+    """The torch_cuda backend's model-building step alone (no warm-up, no graphs): returns the backend
+    (for its `fused` flag) and its forward function (input_ids, token_type_ids, attention_mask) -> logits."""
+    from handler.backends import TorchCudaBackend
+    from handler.spec import ModelSpec
+
+    backend = TorchCudaBackend(model_dir, ModelSpec.load(model_dir), options)
+    backend.device = device
+    _, forward = backend._build_model(dtype)
+    return backend, forward

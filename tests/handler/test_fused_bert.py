@@ -96,15 +96,11 @@ def test_sequence_longer_than_the_position_table_is_refused():
         fused(ids, torch.zeros_like(ids))
 
 
-def torch_cuda_forward(model_dir, fused: bool):
+def torch_cuda_forward(model_dir, **options):
     """The torch_cuda backend's model-building step, run on the CPU in float32 (no GPU needed for the glue)."""
-    from handler.backends import TorchCudaBackend
-    from handler.spec import ModelSpec
+    from tests.tiny_model import torch_cuda_model
 
-    backend = TorchCudaBackend(model_dir, ModelSpec.load(model_dir), {"fused": fused})
-    backend.device = torch.device("cpu")
-    _, forward = backend._build_model(torch.float32)
-    return backend, forward
+    return torch_cuda_model(model_dir, torch.device("cpu"), torch.float32, tokenizer_size=30522, **options)
 
 
 def model_dir_with(model, tokenizer_from, directory):
