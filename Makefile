@@ -20,31 +20,32 @@ help:
 	@sed -n '2,5p' Makefile
 
 serve: setup $(MAR)  ## the main job, end to end on the built-in default model
-	@$(BIN)/python scripts/ts_control.py stop >/dev/null 2>&1 || true
-	$(BIN)/python scripts/ts_control.py start
-	$(BIN)/python scripts/ts_control.py predict "$(DEMO_TEXT)"
+	@$(BIN)/python -m harness.torchserve stop >/dev/null 2>&1 || true
+	$(BIN)/python -m harness.torchserve start
+	$(BIN)/python -m harness.torchserve predict "$(DEMO_TEXT)"
 	@echo "TorchServe keeps running; 'make stop' stops it. README shows curl examples."
 
 setup: $(VENV)/.installed  ## Java check + virtual environment with every pinned package
 	@scripts/check_java.sh
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	@scripts/check_java.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet pip==25.3
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 train: $(CHECKPOINT)/config.json
 $(CHECKPOINT)/config.json: | $(VENV)/.installed
-	$(BIN)/python -m export.train --out $(CHECKPOINT)
+	$(BIN)/python -m training.train --out $(CHECKPOINT)
 
 export: $(EXPORT_DIR)/model.onnx
 $(EXPORT_DIR)/model.onnx: $(CHECKPOINT)/config.json
 	$(BIN)/python -m export.onnx_export --checkpoint $(CHECKPOINT) --out-dir $(EXPORT_DIR) --int8
 
 mar: $(MAR)
-$(MAR): $(EXPORT_DIR)/model.onnx $(wildcard handler/*.py) build_mar.py
+$(MAR): $(EXPORT_DIR)/model.onnx $(shell find handler -name '*.py') build_mar.py export/mar.py
 	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --export-dir $(EXPORT_DIR)
 
 test: setup  ## the test command (CI runs exactly this)
@@ -55,15 +56,15 @@ bench-mars: $(MAR)  ## archives the benchmarks compare: stock-style baseline, 2-
 	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --export-dir $(EXPORT_DIR) --model-name bert_trt_w2 --min-workers 2 --max-workers 2
 
 bench: setup bench-mars  ## the CPU benchmark suite (tens of minutes); results in bench_results/
-	$(BIN)/python bench/inprocess_cpu.py
-	$(BIN)/python bench/load_test.py
-	$(BIN)/python bench/config_sweep.py
+	$(BIN)/python -m bench.inprocess_cpu
+	$(BIN)/python -m bench.load_test
+	$(BIN)/python -m bench.config_sweep
 
 predict:
-	$(BIN)/python scripts/ts_control.py predict "$(DEMO_TEXT)"
+	$(BIN)/python -m harness.torchserve predict "$(DEMO_TEXT)"
 
 stop:
-	$(BIN)/python scripts/ts_control.py stop
+	$(BIN)/python -m harness.torchserve stop
 
 clean:
 	rm -rf $(MAR) logs key_file.json

@@ -1,6 +1,6 @@
 """TorchServe configuration sweep in the spirit of Triton's model analyzer: batchSize x maxBatchDelay x workers.
 
-    .venv/bin/python bench/config_sweep.py [--latency-budget-ms 100]
+    .venv/bin/python -m bench.config_sweep [--latency-budget-ms 100]
 
 Each configuration is registered on one TorchServe (model API on) and loaded at a low and a
 high concurrency, bounded in requests and seconds. Prints the configuration with the highest
@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from bench.load_test import Config, run_configs, write_results  # noqa: E402
-from export.train import read_labelled_csv  # noqa: E402
+from bench.load_test import Config, run_configs, write_results
+from training.data import read_labelled_csv
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """GPU check and benchmark of the handler, driven in-process the way a TorchServe worker drives it.
 
-Run on a CUDA machine after `python bench/prepare_device_bundle.py` (see README "GPU"):
+Run on a CUDA machine after `python -m bench.prepare_device_bundle` (see README "GPU"):
 
-    PYTHONPATH=.carry/site python bench/gpu_inprocess.py --out results/
+    PYTHONPATH=.:.carry/site python -m bench.gpu_inprocess --out results/
 
 1. Accuracy: the default model's whole test split goes through `BertTrtHandler.handle` in
    TorchServe-style batches of 32 requests (context with gpu_id=0); probabilities are compared
@@ -27,12 +27,11 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.timing import full_batch, median_wall_ms  # noqa: E402
-from export.train import read_labelled_csv  # noqa: E402
-from scripts.inprocess import handle_batch, started_handler  # noqa: E402
+from bench.timing import full_batch, median_wall_ms
+from handler import layout
+from training.data import read_labelled_csv
+from harness.inprocess import handle_batch, started_handler
 
 # handler settings per variant: the default (fused BERT + CUDA graphs), the Hugging Face module under
 # the same graphs, and no graphs at all
@@ -65,17 +64,18 @@ def compare(probabilities: np.ndarray, reference: np.ndarray) -> dict:
 def make_bert_base(directory: Path, tokenizer_dir: Path) -> Path:
     """BERT-base-sized classifier (12 x 768, 3 labels), seeded random weights, laid out as the worker
     sees it; classifier scaled so that probabilities are not near-ties (argmax comparisons would be noise)."""
+    from handler import layout
     from handler.spec import ModelSpec
-    from tests.tiny_model import LABELS, random_bert_checkpoint
+    from harness.models import LABELS, random_bert_checkpoint
 
-    random_bert_checkpoint(directory / "model", tokenizer_dir, classifier_scale=50)
+    random_bert_checkpoint(directory / layout.CHECKPOINT_DIR, tokenizer_dir, classifier_scale=50)
     ModelSpec(id2label=dict(enumerate(LABELS)), max_length=128).save(directory)
     return directory
 
 
 def cpu_reference(model_dir: Path, texts: list[str]) -> np.ndarray:
     """CPU fp32 probabilities of the torch_cpu backend, in batches of 32 as the GPU side runs them."""
-    from tests.tiny_model import torch_cpu_classifier
+    from harness.models import torch_cpu_classifier
 
     classifier = torch_cpu_classifier(model_dir, os.cpu_count() or 1)
     return np.concatenate([torch.softmax(classifier.logits(texts[i : i + 32]), -1).numpy() for i in range(0, len(texts), 32)])
@@ -96,7 +96,7 @@ def main() -> None:
     if args.quick:
         texts, reference, args.bert_base_texts = texts[:64], reference[:64], 8
     models = {"minilm_default": args.bundle / "default_model_dir"}
-    models["bert_base"] = make_bert_base(Path("/tmp/bert_base_model"), models["minilm_default"] / "model")
+    models["bert_base"] = make_bert_base(Path("/tmp/bert_base_model"), models["minilm_default"] / layout.CHECKPOINT_DIR)
     bert_texts = texts[: args.bert_base_texts]
     references = {"minilm_default": (texts, reference), "bert_base": (bert_texts, cpu_reference(models["bert_base"], bert_texts))}
 

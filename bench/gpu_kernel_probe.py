@@ -1,9 +1,9 @@
 """Probe on the GPU: which model and kernel choices under our per-bucket CUDA graphs are fastest?
 
-    python bench/gpu_kernel_probe.py --out results/ [--compile]
+    PYTHONPATH=.:.carry/site python -m bench.gpu_kernel_probe --out results/ [--compile]
 
 BERT-base size (12 x 768, random weights), fp16, shapes 1x128, 32x128 and 128x128. Each variant is
-the torch_cuda backend's own forward function captured in its own `_CapturedBatch`; reported: graph
+the torch_cuda backend's own forward function captured in its own `CapturedBatch`; reported: graph
 replay time alone (CUDA events), the full backend call (host copies and logits back included), and
 agreement with the float32 Hugging Face module on a padded batch (max |Δprob|, argmax agreement).
 """
@@ -23,16 +23,17 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from handler.backends import _CapturedBatch  # noqa: E402
-from bench.timing import full_batch, median_wall_ms  # noqa: E402
+from bench.gpu_inprocess import make_bert_base
+from bench.timing import full_batch, median_wall_ms
+from handler import layout
+from handler.backends.cuda_graphs import CapturedBatch
+from handler.backends.torch_cuda import build_cuda_model
 
 SHAPES = [(1, 128), (32, 128), (128, 128)]
 
 
-def replay_ms(captured: _CapturedBatch, iterations: int = 50) -> float:
+def replay_ms(captured: CapturedBatch, iterations: int = 50) -> float:
     for _ in range(5):
         captured.graph.replay()
     torch.cuda.synchronize()
@@ -133,14 +134,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also the torch.compile variants (10-20 s per shape)")
     parser.add_argument("--profile", action="store_true", help="print the fused module's kernel times at 128x128 and GEMM rates")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO / "bench"))
-    from gpu_inprocess import make_bert_base
-
-    model_dir = make_bert_base(Path("/tmp/probe_bert_base"), REPO / ".carry" / "default_model_dir" / "model")
-    from tests.tiny_model import torch_cuda_model
-
-    _, hf_fused_off = torch_cuda_model(model_dir, torch.device("cuda", 0), torch.float16, fused=False)
-    _, fused = torch_cuda_model(model_dir, torch.device("cuda", 0), torch.float16, fused=True)
+    model_dir = make_bert_base(Path("/tmp/probe_bert_base"), REPO / ".carry" / "default_model_dir" / layout.CHECKPOINT_DIR)
+    hf_fused_off = build_cuda_model(model_dir, torch.device("cuda", 0), torch.float16, fused=False).forward
+    fused = build_cuda_model(model_dir, torch.device("cuda", 0), torch.float16, fused=True).forward
     if args.profile:
         profile_fused(fused, args.out)
     # name: (forward function, captured with the attention mask?)
@@ -158,7 +154,7 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification
 
     torch.backends.cuda.matmul.allow_tf32 = False
-    reference_model = AutoModelForSequenceClassification.from_pretrained(model_dir / "model", attn_implementation="sdpa").eval().cuda()
+    reference_model = AutoModelForSequenceClassification.from_pretrained(model_dir / layout.CHECKPOINT_DIR, attn_implementation="sdpa").eval().cuda()
     check = padded_batch(32, 128)
     with torch.inference_mode():
         reference = torch.softmax(reference_model(**{k: v.cuda() for k, v in check.items()}).logits.float(), -1).cpu()
@@ -172,7 +168,7 @@ def main() -> None:
         for batch, length in SHAPES:
             start = time.perf_counter()
             try:
-                captured = _CapturedBatch(forward, (batch, length), torch.device("cuda"), pool, masked)
+                captured = CapturedBatch(forward, (batch, length), torch.device("cuda"), pool, masked)
             except Exception as error:  # a failed variant is a result too
                 rows.append({"variant": name, "batch": batch, "seq": length, "error": repr(error)[:300]})
                 print(json.dumps(rows[-1]), flush=True)

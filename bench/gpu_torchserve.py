@@ -1,6 +1,6 @@
 """On a GPU machine: bert_trt through TorchServe over HTTP vs the same backend in-process.
 
-    python bench/gpu_torchserve.py --tokenizer DIR --texts test.csv --out results/
+    PYTHONPATH=.:.carry/site python -m bench.gpu_torchserve --tokenizer DIR --texts test.csv --out results/
 
 The model has MiniLM-L6's shape (6 x 384) with random weights (speed does not depend on them);
 the texts are the default test split. For each configuration (workers x batchSize x
@@ -25,14 +25,12 @@ import requests
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.gpu_inprocess import run_handler  # noqa: E402
-from bench.load_test import Config, run_configs  # noqa: E402
-from export.train import read_labelled_csv  # noqa: E402
-from scripts.inprocess import started_handler  # noqa: E402
-from scripts.ts_control import TorchServe  # noqa: E402
+from bench.gpu_inprocess import run_handler
+from bench.load_test import Config, run_configs
+from training.data import read_labelled_csv
+from harness.inprocess import started_handler
+from harness.torchserve import TorchServe
 
 CONFIGS = [(1, 32, 5), (2, 64, 10), (4, 64, 10), (8, 64, 10)]  # workers, batchSize, maxBatchDelay
 COUNTER = re.compile(r"^(ts_inference_requests_total|ts_queue_latency_microseconds|ts_inference_latency_microseconds)\{[^}]*model_name=\"(\w+)\"[^}]*\} ([0-9.eE+]+)", re.M)
@@ -40,7 +38,7 @@ COUNTER = re.compile(r"^(ts_inference_requests_total|ts_queue_latency_microsecon
 
 def make_model(tokenizer_dir: Path, out: Path) -> Path:
     """A classifier of MiniLM-L6's shape (6 x 384) with seeded random weights."""
-    from tests.tiny_model import random_bert_checkpoint
+    from harness.models import random_bert_checkpoint
 
     return random_bert_checkpoint(out, tokenizer_dir, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
 
@@ -62,7 +60,7 @@ def cpu_seconds(server: TorchServe) -> dict[str, float]:
     """CPU seconds used so far by the frontend (Java), by its workers, and by the whole machine."""
     import psutil
 
-    frontend = psutil.Process(int((server.workdir / "tmp" / ".model_server.pid").read_text()))
+    frontend = psutil.Process(int(server.pid_file.read_text()))
     used = lambda process: process.cpu_times().user + process.cpu_times().system  # noqa: E731
     machine = psutil.cpu_times()
     return {
@@ -84,17 +82,18 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=12)
     args = parser.parse_args()
     import build_mar
+    from export.mar import build_mar as build_archive
 
     _, texts = read_labelled_csv(args.texts)
     work = Path("/tmp/gpu_ts")
     checkpoint = make_model(args.tokenizer, work / "checkpoint")
     store = work / "model_store"
     for workers in sorted({w for w, _, _ in CONFIGS}):
-        build_mar.build_mar(build_mar.parse_args(["--checkpoint", str(checkpoint), "--out", str(store), "--model-name", f"bert_trt_w{workers}",
+        build_archive(build_mar.parse_args(["--checkpoint", str(checkpoint), "--out", str(store), "--model-name", f"bert_trt_w{workers}",
                                                   "--min-workers", str(workers), "--max-workers", str(workers)]))  # fmt: skip
 
     # in-process, same backend, one process: the reference for "what the frontend costs"
-    from tests.tiny_model import model_dir_like_mar
+    from harness.models import model_dir_like_mar
 
     model_dir = model_dir_like_mar(checkpoint.parent / "checkpoint", work, work / "inprocess")
     from handler.spec import ModelSpec

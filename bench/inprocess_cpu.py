@@ -1,7 +1,7 @@
 """In-process CPU benchmark: every CPU backend variant against the stock-style baseline, same run.
 
-    .venv/bin/python bench/inprocess_cpu.py            # default model, writes bench_results/cpu_inprocess.*
-    .venv/bin/python bench/inprocess_cpu.py --quick    # seconds-long smoke (CI)
+    .venv/bin/python -m bench.inprocess_cpu            # default model, writes bench_results/cpu_inprocess.*
+    .venv/bin/python -m bench.inprocess_cpu --quick    # seconds-long smoke (CI)
 
 Realistic workload: the default test split's texts with their natural length mix, in batches of
 32 (what TorchServe hands a worker at batchSize 32). Reports texts/s and its ratio to the
@@ -16,32 +16,30 @@ import csv
 import json
 import os
 import shutil
-import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench.timing import full_batch, median_wall_ms  # noqa: E402
-from export.train import read_labelled_csv  # noqa: E402
-from handler.backends import OnnxRuntimeBackend, TorchCpuBackend  # noqa: E402
-from handler.classifier import TextClassifier, load_tokenizer  # noqa: E402
-from handler.spec import ModelSpec  # noqa: E402
-from tests.tiny_model import model_dir_like_mar  # noqa: E402
+from bench.timing import full_batch, median_wall_ms
+from training.data import read_labelled_csv
+from handler.backends import OnnxRuntimeBackend, TorchCpuBackend
+from handler.classifier import TextClassifier, load_tokenizer
+from handler.settings import OnnxRuntimeOptions, TorchCpuOptions
+from handler.spec import ModelSpec
+from harness.models import model_dir_like_mar
 
 VARIANTS = {
-    "torch_pad_longest": (TorchCpuBackend, {}),
-    "torch_sorted_sub8": (TorchCpuBackend, {"sub_batch": 8}),
-    "torch_int8_sub8": (TorchCpuBackend, {"sub_batch": 8, "torch_int8": True}),
-    "ort_sub8": (OnnxRuntimeBackend, {"sub_batch": 8}),
-    "ort_int8_sub8": (OnnxRuntimeBackend, {"sub_batch": 8, "onnx_int8": True}),
-    "ort_int8_whole_batch": (OnnxRuntimeBackend, {"onnx_int8": True}),
+    "torch_pad_longest": (TorchCpuBackend, TorchCpuOptions(sub_batch=None)),
+    "torch_sorted_sub8": (TorchCpuBackend, TorchCpuOptions(sub_batch=8)),
+    "torch_int8_sub8": (TorchCpuBackend, TorchCpuOptions(sub_batch=8, int8=True)),
+    "ort_sub8": (OnnxRuntimeBackend, OnnxRuntimeOptions(sub_batch=8, int8=False)),
+    "ort_int8_sub8": (OnnxRuntimeBackend, OnnxRuntimeOptions(sub_batch=8, int8=True)),
+    "ort_int8_whole_batch": (OnnxRuntimeBackend, OnnxRuntimeOptions(sub_batch=None, int8=True)),
 }
 
 
@@ -69,7 +67,7 @@ def measure(predict, texts: list[str]) -> dict:
 def stock_predict(model_dir: Path):
     """The baseline handler, called exactly as TorchServe would (one request per text)."""
     from bench.stock_handler import StockStyleHandler
-    from scripts.inprocess import worker_context
+    from harness.inprocess import worker_context
 
     handler = StockStyleHandler()
     context = worker_context(model_dir)
@@ -112,7 +110,7 @@ def main() -> None:
     grid = [(1, 32), (32, 32)] if args.quick else [(1, 32), (1, 128), (32, 32), (32, 128)]
     grid_rows = []
     for name, (backend_class, options) in VARIANTS.items():
-        backend = backend_class(model_dir, spec, {"num_threads": threads, **options}).load()
+        backend = backend_class(model_dir, spec, replace(options, num_threads=threads)).load()
         classifier = TextClassifier(tokenizer, backend, spec)
         row = {"variant": name, **measure(classifier.classify, speed_texts), "accuracy": round(accuracy(classifier, texts, gold), 4)}
         rows.append(row)

@@ -1,7 +1,7 @@
 """End-to-end load test over HTTP against a real TorchServe, stock baseline vs bert_trt, same run.
 
-    .venv/bin/python bench/load_test.py                      # both .mar files, concurrency 1 8 32 128
-    .venv/bin/python bench/load_test.py --quick              # seconds-long smoke (CI)
+    .venv/bin/python -m bench.load_test                      # both .mar files, concurrency 1 8 32 128
+    .venv/bin/python -m bench.load_test --quick              # seconds-long smoke (CI)
 
 Starts its own TorchServe (free loopback ports, model API on), registers one configuration at
 a time (so configurations never share the CPU), and sends the default test texts from
@@ -26,10 +26,9 @@ import numpy as np
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from export.train import read_labelled_csv  # noqa: E402
-from scripts.ts_control import TorchServe  # noqa: E402
+from training.data import read_labelled_csv
+from harness.torchserve import TorchServe
 
 
 @dataclass

@@ -6,20 +6,18 @@
   handler's own torch_cpu backend from the full fp32 weights
 * TorchServe's Python package without its Java frontend (the in-process driver uses its Context)
 
-    python bench/prepare_device_bundle.py
+    python -m bench.prepare_device_bundle
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def main() -> None:
@@ -33,13 +31,14 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from bench.gpu_inprocess import cpu_reference
-    from export.train import read_labelled_csv
-    from tests.tiny_model import model_dir_like_mar
+    from handler import layout
+    from training.data import read_labelled_csv
+    from harness.models import model_dir_like_mar
 
     shutil.rmtree(args.out, ignore_errors=True)
     model_dir = args.out / "default_model_dir"
     model_dir_like_mar(args.checkpoint, args.export_dir, model_dir)
-    for name in ("model.onnx", "model.int8.onnx"):
+    for name in (layout.ONNX_FILE, layout.INT8_ONNX_FILE):
         (model_dir / name).unlink(missing_ok=True)
 
     _, texts = read_labelled_csv(args.test_csv)
@@ -47,9 +46,9 @@ def main() -> None:
     shutil.copy2(args.test_csv, args.out / "test.csv")
 
     half = AutoModelForSequenceClassification.from_pretrained(args.checkpoint, local_files_only=True).half()
-    shutil.rmtree(model_dir / "model")
-    half.save_pretrained(model_dir / "model")
-    AutoTokenizer.from_pretrained(args.checkpoint, local_files_only=True).save_pretrained(model_dir / "model")
+    shutil.rmtree(model_dir / layout.CHECKPOINT_DIR)
+    half.save_pretrained(model_dir / layout.CHECKPOINT_DIR)
+    AutoTokenizer.from_pretrained(args.checkpoint, local_files_only=True).save_pretrained(model_dir / layout.CHECKPOINT_DIR)
 
     import ts
 

@@ -10,7 +10,7 @@ import os
 
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from handler import layout  # packed in every archive by build_mar.py; importing it also sets the offline environment
 
 MAX_LENGTH = 150
 
@@ -21,7 +21,7 @@ class StockStyleHandler:
     def initialize(self, context):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        model_dir = os.path.join(context.system_properties["model_dir"], "model")
+        model_dir = os.path.join(context.system_properties["model_dir"], layout.CHECKPOINT_DIR)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True).eval()
         self.labels = self.model.config.id2label

@@ -1,6 +1,6 @@
 """Device check: does our ONNX export parse and build with TensorRT's ONNX parser and our profile?
 
-    PYTHONPATH=<dir with tensorrt_rtx_libs + tensorrt_rtx_bindings> python bench/trt_rtx_build_check.py \\
+    PYTHONPATH=.:<dir with tensorrt_rtx_libs + tensorrt_rtx_bindings> python -m bench.trt_rtx_build_check \\
         --tokenizer DIR --out results/
 
 Uses TensorRT-RTX, the only TensorRT build installable here: its builder parses and builds on a
@@ -15,13 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main() -> None:
@@ -34,6 +30,7 @@ def main() -> None:
     from bench.gpu_torchserve import make_model
     from export.onnx_export import onnx_from_checkpoint
     from export.trt_engine import ProfileRange, default_profile, engine_from_onnx, trtexec_command
+    from handler.errors import EngineBuildError
 
     work = Path("/tmp/rtx_check")
     checkpoint = make_model(args.tokenizer, work / "checkpoint")
@@ -53,7 +50,7 @@ def main() -> None:
     try:
         engine_from_onnx(onnx_path, work / "fp16.plan", default_profile(spec, 32), precision="fp16", trt=trt)
         report["fp16_on_fp32_onnx"] = "built"
-    except SystemExit as refusal:
+    except EngineBuildError as refusal:
         report["fp16_on_fp32_onnx"] = f"refused as designed: {refusal}"
     print(report["fp16_on_fp32_onnx"], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -2,27 +2,26 @@
 
     python -m export.onnx_export --checkpoint DIR --out-dir DIR [--texts dev.csv]
 
-Writes ``model.onnx`` and ``serving_spec.json`` into --out-dir, then runs the ONNX model in
-ONNX Runtime and PyTorch on real texts of mixed lengths in padded batches and reports the
-max |logit difference| and argmax agreement; it fails (exit 1) over the tolerance.
+Writes ``model.onnx`` and ``serving_spec.json`` (names in handler/layout.py) into --out-dir, then
+runs the ONNX model in ONNX Runtime and PyTorch on real texts of mixed lengths in padded batches and
+reports the max |logit difference| and argmax agreement; over the tolerance it raises `ParityError`
+(exit 1 from the command line).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from handler.spec import ModelSpec  # noqa: E402
+from handler import layout
+from handler.errors import ParityError, run_cli
+from handler.spec import ModelSpec
+from training.data import read_labelled_csv
 
 FP32_LOGIT_TOLERANCE = 1e-4
 FALLBACK_TEXTS = [
@@ -34,10 +33,6 @@ FALLBACK_TEXTS = [
     "the battery lasts for days and support answered within an hour.",
     "Meh. It works, I guess, but the app keeps crashing when I open settings and nobody replies.",
 ]
-
-
-class ParityError(AssertionError):
-    """ONNX Runtime and PyTorch disagree beyond the tolerance; the message lists every mismatch."""
 
 
 @dataclass
@@ -84,7 +79,7 @@ def onnx_from_checkpoint(checkpoint: str | Path, out_dir: str | Path, max_length
     spec = ModelSpec.from_checkpoint(checkpoint, max_length)
     model, tokenizer = load_checkpoint(checkpoint)
     sample = tokenizer(FALLBACK_TEXTS[:2], padding=True, return_tensors="pt", return_token_type_ids=True)
-    onnx_path = out_dir / spec.onnx_file
+    onnx_path = out_dir / layout.ONNX_FILE
     torch.onnx.export(
         _LogitsOnly(model),
         tuple(sample[name] for name in spec.input_names),
@@ -102,8 +97,6 @@ def onnx_from_checkpoint(checkpoint: str | Path, out_dir: str | Path, max_length
 def texts_for_parity(texts_csv: str | Path | None, count: int = 256, seed: int = 0) -> list[str]:
     """Real texts (a random sample, so batches mix lengths) or a built-in mixed-length set."""
     if texts_csv and Path(texts_csv).is_file():
-        from export.train import read_labelled_csv
-
         _, texts = read_labelled_csv(texts_csv)
         random.Random(seed).shuffle(texts)
         return texts[:count]
@@ -152,9 +145,7 @@ def int8_from_onnx(onnx_path: Path) -> Path:
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from handler.backends import INT8_ONNX_FILE
-
-    int8_path = Path(onnx_path).with_name(INT8_ONNX_FILE)
+    int8_path = Path(onnx_path).with_name(layout.INT8_ONNX_FILE)
     quantize_dynamic(str(onnx_path), str(int8_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True)
     return int8_path
 
@@ -186,12 +177,8 @@ def main() -> None:
     args = parser.parse_args()
 
     onnx_path, spec = onnx_from_checkpoint(args.checkpoint, args.out_dir, args.max_length)
-    print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 2**20:.1f} MiB) and {args.out_dir / 'serving_spec.json'}")
-    try:
-        report = check_onnx_parity(onnx_path, args.checkpoint, texts_for_parity(args.texts), tolerance=args.tolerance)
-    except ParityError as error:
-        print(f"ONNX parity FAILED: {error}", file=sys.stderr)
-        sys.exit(1)
+    print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 2**20:.1f} MiB) and {args.out_dir / layout.SPEC_FILE}")
+    report = check_onnx_parity(onnx_path, args.checkpoint, texts_for_parity(args.texts), tolerance=args.tolerance)
     print(report.summary())
     if args.int8:
         int8_path = int8_from_onnx(onnx_path)
@@ -200,4 +187,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -3,7 +3,7 @@
     python -m export.trt_engine --onnx artifacts/default/export/model.onnx --engine artifacts/default/model.plan
 
 Run it on the GPU model and TensorRT version that will serve: an engine only runs there. It
-writes ``model.plan`` and ``model.plan.json`` (TensorRT version, GPU name and compute
+writes the engine and its JSON sidecar (TensorRT version, GPU name and compute
 capability, precision, profile ranges, I/O names and dtypes, sha256 of the ONNX), which the
 handler checks before it deserializes the engine, and prints the equivalent ``trtexec`` command.
 
@@ -20,12 +20,13 @@ import argparse
 import datetime
 import hashlib
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from export.mar import TorchServeSettings
+from handler import layout
+from handler.errors import EngineBuildError, run_cli
 from handler.spec import ModelSpec
-from handler.trt_backend import SIDECAR_SUFFIX
 
 INSTALL_HINT = (
     "TensorRT's Python package is not installed. Install the build that matches your CUDA from NVIDIA's index, e.g.\n"
@@ -107,12 +108,13 @@ def engine_from_onnx(
     workspace_gib: float | None = None,
     trt=None,
 ) -> dict:
-    """Parse the ONNX, build with one optimization profile, write the engine and its sidecar; returns the sidecar."""
+    """Parse the ONNX, build with one optimization profile, write the engine and its sidecar; returns the sidecar.
+    Raises `EngineBuildError` when TensorRT is missing, refuses the ONNX or fails to build."""
     if trt is None:
         try:
             import tensorrt as trt
         except ImportError:
-            raise SystemExit(INSTALL_HINT) from None
+            raise EngineBuildError(INSTALL_HINT) from None
     import torch
 
     spec = ModelSpec.load(onnx_path.parent)
@@ -120,7 +122,7 @@ def engine_from_onnx(
     builder = trt.Builder(logger)
     has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
     if precision == "fp16" and not has_fp16_flag and not onnx_is_fp16(onnx_path):
-        raise SystemExit(
+        raise EngineBuildError(
             f"TensorRT {trt.__version__} is strongly typed (no FP16 builder flag): convert the ONNX with ModelOpt AutoCast,\n"
             f"  python -m modelopt.onnx.autocast --onnx_path {onnx_path} --low_precision_type fp16 --keep_io_types\n"
             f"and pass the result as --onnx (next to serving_spec.json), or build with --precision fp32"
@@ -132,7 +134,7 @@ def engine_from_onnx(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "\n  ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise SystemExit(f"TensorRT's ONNX parser rejected {onnx_path}:\n  {errors}")
+        raise EngineBuildError(f"TensorRT's ONNX parser rejected {onnx_path}:\n  {errors}")
 
     config = builder.create_builder_config()
     if workspace_gib:
@@ -150,7 +152,7 @@ def engine_from_onnx(
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise SystemExit("TensorRT failed to build the engine; rerun with a smaller --max-batch / --max-seq, or see the log above")
+        raise EngineBuildError("TensorRT failed to build the engine; rerun with a smaller --max-batch / --max-seq, or see the log above")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     engine_path.write_bytes(bytes(serialized))
     if timing_cache:
@@ -176,19 +178,16 @@ def engine_from_onnx(
         "max_length": spec.max_length,
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    sidecar_path = engine_path.with_name(engine_path.name + SIDECAR_SUFFIX)
-    sidecar_path.write_text(json.dumps(sidecar, indent=2) + "\n")
+    layout.sidecar_path(engine_path).write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
 
 def main(argv: list[str] | None = None) -> None:
-    from build_mar import DEFAULT_BATCH_SIZE
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--onnx", type=Path, default=Path("artifacts/default/export/model.onnx"))
-    parser.add_argument("--engine", type=Path, default=Path("artifacts/default/model.plan"))
+    parser.add_argument("--onnx", type=Path, default=Path("artifacts/default/export") / layout.ONNX_FILE)
+    parser.add_argument("--engine", type=Path, default=Path("artifacts/default") / layout.ENGINE_FILE)
     parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="TorchServe batchSize the profile is tuned for")
+    parser.add_argument("--batch-size", type=int, default=TorchServeSettings().batch_size, help="TorchServe batchSize the profile is tuned for")
     for bound in ("min", "opt", "max"):
         parser.add_argument(f"--{bound}-batch", type=int, help=f"{bound} batch of the profile (default from --batch-size)")
         parser.add_argument(f"--{bound}-seq", type=int, help=f"{bound} sequence length of the profile (default from max_length)")
@@ -210,4 +209,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

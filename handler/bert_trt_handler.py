@@ -11,19 +11,14 @@ A request that sent a list of texts gets a list of these, in order. A bad reques
 from __future__ import annotations
 
 import logging
-import os
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from handler.selection import choose_backend  # noqa: E402
-from handler.classifier import TextClassifier, load_tokenizer  # noqa: E402
-from handler.metrics import HandlerMetrics  # noqa: E402
-from handler.payload import ParsedRequest, RequestError, parse_request  # noqa: E402
-from handler.settings import HandlerSettings  # noqa: E402
-from handler.spec import ModelSpec  # noqa: E402
+from handler.backends import choose_backend
+from handler.classifier import TextClassifier, load_tokenizer
+from handler.metrics import HandlerMetrics
+from handler.payload import ParsedRequest, RequestError, parse_request
+from handler.settings import HandlerSettings
+from handler.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -41,22 +36,11 @@ class BertTrtHandler:
         properties = context.system_properties
         model_dir = properties["model_dir"]
         model_yaml = getattr(context, "model_yaml_config", None) or {}
-        self.settings = HandlerSettings.from_model_yaml(model_yaml)
+        self.settings = HandlerSettings.from_model_yaml(model_yaml).for_workers(model_yaml.get("minWorkers"))
         spec = ModelSpec.load(model_dir)
         tokenizer = load_tokenizer(model_dir)
-        options = {
-            "tokenizer_size": len(tokenizer),
-            "gpu_id": properties.get("gpu_id"),
-            "num_threads": self.settings.threads_per_worker(model_yaml.get("minWorkers")),
-            "dtype": self.settings.cuda_dtype,
-            "cuda_graphs": self.settings.cuda_graphs,
-            "compile": self.settings.cuda_compile,
-            "fused": self.settings.cuda_fused,
-            "onnx_int8": self.settings.onnx_int8,
-            "torch_int8": self.settings.torch_int8,
-            "sub_batch": self.settings.cpu_sub_batch,
-        }
-        backend, skipped = choose_backend(self.settings.backend, model_dir, spec, options)
+        gpu_id = int(properties.get("gpu_id") or 0)
+        backend, skipped = choose_backend(self.settings, model_dir, spec, gpu_id=gpu_id, tokenizer_size=len(tokenizer))
         self.classifier = TextClassifier(tokenizer, backend, spec, self.settings.max_length)
         self.skipped_backends = skipped
         logger.info("bert_trt ready: %s, max_length=%d, labels=%s", backend.describe(), self.classifier.max_length, spec.labels)

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handler.backends import CHECKPOINT_SUBDIR, Backend
+from handler import layout
+from handler.backends.base import Backend
+from handler.errors import ArchiveError
 from handler.spec import ModelSpec
 
 
@@ -17,9 +19,9 @@ def load_tokenizer(model_dir: str | Path):
     """The fast tokenizer saved with the checkpoint inside the model directory (never the hub)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(Path(model_dir) / CHECKPOINT_SUBDIR, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(Path(model_dir) / layout.CHECKPOINT_DIR, local_files_only=True)
     if not getattr(tokenizer, "is_fast", False):
-        raise RuntimeError("the checkpoint has no fast tokenizer (tokenizer.json); re-save it with transformers' fast tokenizer")
+        raise ArchiveError("the checkpoint has no fast tokenizer (tokenizer.json); re-save it with transformers' fast tokenizer")
     return tokenizer
 
 

@@ -1,73 +1,191 @@
-"""The `handler:` section of model-config.yaml, validated with errors that say how to fix it."""
+"""Typed settings: each backend's options, and the `handler:` section of model-config.yaml.
+
+The one place defaults live. A backend built without options (in a test or a benchmark) gets
+exactly these defaults, which are also what the server runs when model-config.yaml says nothing.
+`build_mar.py` writes the whole section from a `HandlerSettings`, so an archive says what it runs.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 
+from handler.errors import SettingsError
 from handler.payload import DEFAULT_MAX_TEXTS_PER_REQUEST
 
+BACKEND_NAMES = ("tensorrt", "torch_cuda", "onnxruntime", "torch_cpu")
 CUDA_DTYPES = ("float16", "bfloat16", "float32")
+#: bench/inprocess_cpu.py: length-sorted forward passes of 8 texts are +9% over one pass per batch on 2 cores
+DEFAULT_CPU_SUB_BATCH = 8
+
+
+def checked_value(name: str, value, kind: str):
+    """`value` if it is a valid `kind` ("flag", "count", "optional_count", "cuda_dtype"), else a `SettingsError`."""
+    if kind == "flag" and not isinstance(value, bool):
+        raise SettingsError(f"handler setting {name} must be true or false, got {value!r}")
+    if kind in ("count", "optional_count"):
+        if value is None and kind == "optional_count":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SettingsError(f"handler setting {name} must be a positive integer, got {value!r}")
+    if kind == "cuda_dtype" and value not in CUDA_DTYPES:
+        raise SettingsError(f"handler setting {name} must be one of {CUDA_DTYPES}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class CpuOptions:
+    """What both CPU backends take."""
+
+    #: intra-op threads (None: every core this process may use; the handler divides them among workers)
+    num_threads: int | None = None
+    #: at most this many texts per forward pass, length-sorted (None: the whole batch in one pass)
+    sub_batch: int | None = DEFAULT_CPU_SUB_BATCH
+
+    def __post_init__(self):
+        checked_value("num_threads", self.num_threads, "optional_count")
+        checked_value("sub_batch", self.sub_batch, "optional_count")
+
+
+@dataclass(frozen=True)
+class TorchCpuOptions(CpuOptions):
+    """Eager PyTorch on the CPU."""
+
+    #: dynamic int8 quantization (per-channel weights) of the Linear layers
+    int8: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        checked_value("int8", self.int8, "flag")
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeOptions(CpuOptions):
+    """ONNX Runtime on the CPU."""
+
+    #: run model.int8.onnx (per-channel int8 weights) instead of model.onnx
+    int8: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        checked_value("int8", self.int8, "flag")
+
+
+@dataclass(frozen=True)
+class TorchCudaOptions:
+    """PyTorch on one CUDA device."""
+
+    #: weights and activations dtype
+    dtype: str = "float16"
+    #: one CUDA graph per (batch, sequence) bucket, captured at start
+    graphs: bool = True
+    #: run handler/kernels/fused_bert.py (seven kernels per layer) for plain BERT checkpoints
+    fused: bool = True
+    #: torch.compile before capturing the graphs (slow start, no faster than `fused` on an H100)
+    compile: bool = False
+
+    def __post_init__(self):
+        checked_value("cuda_dtype", self.dtype, "cuda_dtype")
+        for name in ("graphs", "fused", "compile"):
+            checked_value(f"cuda_{name}", getattr(self, name), "flag")
+        if self.compile and not self.graphs:
+            raise SettingsError("handler setting cuda_compile needs cuda_graphs: true (compiled shapes are the graph buckets)")
+
+
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """TensorRT engine from the archive (its profile and precision come from the engine itself)."""
+
+
+BackendOptions = TorchCpuOptions | OnnxRuntimeOptions | TorchCudaOptions | TensorRTOptions
+
+#: flat model-config.yaml key -> the (backend, option) pairs it sets, and its kind
+BACKEND_YAML_KEYS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
+    "num_threads": ((("torch_cpu", "num_threads"), ("onnxruntime", "num_threads")), "optional_count"),
+    "cpu_sub_batch": ((("torch_cpu", "sub_batch"), ("onnxruntime", "sub_batch")), "optional_count"),
+    "torch_int8": ((("torch_cpu", "int8"),), "flag"),
+    "onnx_int8": ((("onnxruntime", "int8"),), "flag"),
+    "cuda_dtype": ((("torch_cuda", "dtype"),), "cuda_dtype"),
+    "cuda_graphs": ((("torch_cuda", "graphs"),), "flag"),
+    "cuda_fused": ((("torch_cuda", "fused"),), "flag"),
+    "cuda_compile": ((("torch_cuda", "compile"),), "flag"),
+}
+#: values that mean "use the default" for a count (for cpu_sub_batch, null means "the whole batch in one pass")
+AUTO_VALUES = ("auto", "")
 
 
 @dataclass(frozen=True)
 class HandlerSettings:
-    """Settings read from ``handler:`` in model-config.yaml; None means "use the default"."""
+    """The `handler:` section of model-config.yaml, grouped per backend."""
 
-    #: "auto" (TensorRT > torch on CUDA > torch on CPU) or one backend name
+    #: "auto" (TensorRT > torch on CUDA > ONNX Runtime > torch on CPU) or one backend name
     backend: str = "auto"
     #: truncate texts to this many tokens (None: the spec's max_length)
     max_length: int | None = None
-    #: torch CPU threads per worker (None: CPU cores / minWorkers)
-    num_threads: int | None = None
     #: largest list of texts one request may carry
     max_texts_per_request: int = DEFAULT_MAX_TEXTS_PER_REQUEST
-    #: weights dtype of the torch CUDA backend
-    cuda_dtype: str = "float16"
-    #: torch CUDA backend: one CUDA graph per (batch, sequence) bucket, captured at start
-    cuda_graphs: bool = True
-    #: torch CUDA backend: run handler/fused_bert.py (fewer, larger kernels) for plain BERT checkpoints
-    cuda_fused: bool = True
-    #: torch CUDA backend: torch.compile before capturing the graphs (slow start, faster kernels)
-    cuda_compile: bool = False
-    #: onnxruntime backend: run model.int8.onnx (per-channel int8 weights) instead of model.onnx
-    onnx_int8: bool = False
-    #: torch_cpu backend: dynamic int8 quantization (per-channel weights) of the Linear layers
-    torch_int8: bool = False
-    #: CPU backends: at most this many texts per forward pass (length-sorted), None: whole batch
-    cpu_sub_batch: int | None = None
+    tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
+    torch_cuda: TorchCudaOptions = field(default_factory=TorchCudaOptions)
+    onnxruntime: OnnxRuntimeOptions = field(default_factory=OnnxRuntimeOptions)
+    torch_cpu: TorchCpuOptions = field(default_factory=TorchCpuOptions)
+
+    def __post_init__(self):
+        if self.backend != "auto" and self.backend not in BACKEND_NAMES:
+            raise SettingsError(f"unknown backend {self.backend!r} in model-config.yaml; choose one of: auto, {', '.join(BACKEND_NAMES)}")
+        checked_value("max_length", self.max_length, "optional_count")
+        checked_value("max_texts_per_request", self.max_texts_per_request, "count")
+        if self.max_length is not None and not 8 <= self.max_length <= 512:
+            raise SettingsError(f"handler setting max_length must be within 8..512, got {self.max_length}")
+
+    def options_for(self, backend_name: str) -> BackendOptions:
+        """The typed options of one backend."""
+        if backend_name not in BACKEND_NAMES:
+            raise SettingsError(f"no backend named {backend_name!r}; choose one of: {', '.join(BACKEND_NAMES)}")
+        return getattr(self, backend_name)
+
+    def for_workers(self, workers: int | None) -> "HandlerSettings":
+        """These settings with the CPU thread count resolved for one of `workers` workers: the configured
+        number, else the cores this process may use divided among them (workers added later through the
+        management API are not counted: set num_threads when you scale beyond minWorkers)."""
+        threads = max(1, usable_cores() // max(1, workers or 1))
+        return replace(
+            self,
+            torch_cpu=replace(self.torch_cpu, num_threads=self.torch_cpu.num_threads or threads),
+            onnxruntime=replace(self.onnxruntime, num_threads=self.onnxruntime.num_threads or threads),
+        )
 
     @classmethod
     def from_model_yaml(cls, model_yaml: dict | None) -> "HandlerSettings":
-        """Read ``model_yaml["handler"]``; unknown keys are an error naming the known ones."""
+        """Read ``model_yaml["handler"]``; unknown keys and bad values are errors naming the fix."""
         section = dict((model_yaml or {}).get("handler") or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - known)
+        top_level = {f.name for f in fields(cls) if f.name not in BACKEND_NAMES}
+        unknown = sorted(set(section) - top_level - set(BACKEND_YAML_KEYS))
         if unknown:
-            raise ValueError(f"unknown handler settings {unknown} in model-config.yaml; known: {sorted(known)}")
-        for key in ("max_length", "num_threads", "max_texts_per_request", "cpu_sub_batch"):
-            if section.get(key) in ("auto", "", None):
-                section.pop(key, None)
-            elif isinstance(section[key], bool) or not isinstance(section[key], int) or section[key] < 1:
-                raise ValueError(f"handler setting {key} must be a positive integer, got {section[key]!r}")
-        if section.get("max_length") is not None and not 8 <= section["max_length"] <= 512:
-            raise ValueError(f"handler setting max_length must be within 8..512, got {section['max_length']}")
-        if section.get("cuda_dtype", "float16") not in CUDA_DTYPES:
-            raise ValueError(f"handler setting cuda_dtype must be one of {CUDA_DTYPES}, got {section['cuda_dtype']!r}")
-        for key in ("cuda_graphs", "cuda_fused", "cuda_compile", "onnx_int8", "torch_int8"):
-            if not isinstance(section.get(key, False), bool):
-                raise ValueError(f"handler setting {key} must be true or false, got {section[key]!r}")
-        if section.get("cuda_compile") and section.get("cuda_graphs") is False:
-            raise ValueError("handler setting cuda_compile needs cuda_graphs: true (compiled shapes are the graph buckets)")
-        return cls(**section)
+            raise SettingsError(f"unknown handler settings {unknown} in model-config.yaml; known: {sorted(top_level | set(BACKEND_YAML_KEYS))}")
+        for key in ("max_length", "max_texts_per_request"):
+            if key in section and section[key] in (*AUTO_VALUES, None):
+                section.pop(key)
+        groups: dict[str, dict] = {name: {} for name in BACKEND_NAMES}
+        for key, (targets, kind) in BACKEND_YAML_KEYS.items():
+            if key not in section:
+                continue
+            value = section.pop(key)
+            if kind == "optional_count" and value in AUTO_VALUES:
+                continue
+            checked_value(key, value, kind)
+            for backend_name, option in targets:
+                groups[backend_name][option] = value
+        defaults = cls()
+        options = {name: replace(getattr(defaults, name), **values) for name, values in groups.items()}
+        return cls(**section, **options)
 
-    def threads_per_worker(self, workers: int | None) -> int:
-        """CPU threads for one worker: the configured number, else the cores this process may use
-        divided among minWorkers (workers added later through the management API are not counted:
-        set num_threads when you scale beyond minWorkers)."""
-        if self.num_threads:
-            return self.num_threads
-        return max(1, usable_cores() // max(1, workers or 1))
+    def to_model_yaml(self) -> dict:
+        """The flat `handler:` section that `from_model_yaml` reads back into these settings."""
+        section: dict = {"backend": self.backend, "max_length": self.max_length, "max_texts_per_request": self.max_texts_per_request}
+        for key, (targets, _) in BACKEND_YAML_KEYS.items():
+            backend_name, option = targets[0]
+            section[key] = getattr(getattr(self, backend_name), option)
+        return section
 
 
 def usable_cores() -> int:

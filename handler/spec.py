@@ -1,8 +1,8 @@
 """The one serving spec shared by export, engine building, `build_mar.py` and the handler.
 
-It is written once next to the checkpoint (``serving_spec.json``) and read everywhere else,
-so input names, dynamic axes, the maximum sequence length and the label map are never
-re-derived by hand.
+It is written once by the ONNX export (``serving_spec.json``, see handler/layout.py) and read
+everywhere else, so input names, dynamic axes, the maximum sequence length and the label map are
+never re-derived by hand. File names are not part of the spec: they live in handler/layout.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SPEC_FILE_NAME = "serving_spec.json"
+from handler import layout
+from handler.errors import ArchiveError, SpecError
+
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
 DEFAULT_MAX_LENGTH = 128
@@ -27,17 +29,15 @@ class ModelSpec:
     opset: int = DEFAULT_OPSET
     input_names: tuple[str, ...] = INPUT_NAMES
     output_name: str = OUTPUT_NAME
-    onnx_file: str = "model.onnx"
-    engine_file: str = "model.plan"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if len(self.id2label) < 2:
-            raise ValueError(f"a classifier needs at least 2 labels, got {self.id2label}")
+            raise SpecError(f"a classifier needs at least 2 labels, got {self.id2label}")
         if sorted(self.id2label) != list(range(len(self.id2label))):
-            raise ValueError(f"label ids must be 0..N-1, got {sorted(self.id2label)}")
+            raise SpecError(f"label ids must be 0..N-1, got {sorted(self.id2label)}")
         if not 8 <= self.max_length <= 512:
-            raise ValueError(f"max_length must be within 8..512 (BERT positions), got {self.max_length}")
+            raise SpecError(f"max_length must be within 8..512 (BERT positions), got {self.max_length}")
 
     @property
     def labels(self) -> list[str]:
@@ -53,7 +53,7 @@ class ModelSpec:
 
     def save(self, directory: str | Path) -> Path:
         """Write the spec as JSON into `directory` and return the file's path."""
-        path = Path(directory) / SPEC_FILE_NAME
+        path = Path(directory) / layout.SPEC_FILE
         data = asdict(self)
         data["id2label"] = {str(k): v for k, v in self.id2label.items()}
         data["input_names"] = list(self.input_names)
@@ -63,15 +63,17 @@ class ModelSpec:
     @classmethod
     def load(cls, directory: str | Path) -> "ModelSpec":
         """Read the spec written by `save` (or by `from_checkpoint` + `save`)."""
-        path = Path(directory) / SPEC_FILE_NAME
+        path = Path(directory) / layout.SPEC_FILE
         if not path.is_file():
-            raise FileNotFoundError(
+            raise ArchiveError(
                 f"{path} is missing: run `python -m export.onnx_export --checkpoint {directory}` "
                 "(or ModelSpec.from_checkpoint(...).save(...)) to write it"
             )
         data = json.loads(path.read_text(encoding="utf-8"))
         data["id2label"] = {int(k): v for k, v in data["id2label"].items()}
         data["input_names"] = tuple(data["input_names"])
+        for retired in ("onnx_file", "engine_file"):  # written by earlier versions; names live in handler/layout.py now
+            data.pop(retired, None)
         return cls(**data)
 
     @classmethod
@@ -79,11 +81,11 @@ class ModelSpec:
         """Build the spec from a Hugging Face checkpoint's config.json (labels come from id2label)."""
         config_path = Path(checkpoint_dir) / "config.json"
         if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path} is missing: is {checkpoint_dir} a Hugging Face checkpoint directory?")
+            raise ArchiveError(f"{config_path} is missing: is {checkpoint_dir} a Hugging Face checkpoint directory?")
         config = json.loads(config_path.read_text(encoding="utf-8"))
         id2label = {int(k): v for k, v in config.get("id2label", {}).items()}
         if not id2label:
-            raise ValueError(f"{config_path} has no id2label: fine-tune with export.train, which writes it")
+            raise SpecError(f"{config_path} has no id2label: fine-tune with `python -m training.train`, which writes it")
         position_limit = int(config.get("max_position_embeddings", 512))
         max_length = min(max_length or DEFAULT_MAX_LENGTH, position_limit)
         return cls(id2label=id2label, max_length=max_length)

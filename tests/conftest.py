@@ -5,18 +5,12 @@ and real TorchServe instances on free loopback ports (always stopped, even when 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.tiny_model import LABELS, make_tiny_checkpoint  # noqa: E402
+from handler import layout
+from harness.models import make_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -50,15 +44,15 @@ def tiny_mar_args(checkpoint, export_dir, engine, store) -> list[str]:
 def tiny_model_store(tiny_checkpoint, tiny_export, tmp_path_factory) -> Path:
     """A model store holding bert_trt.mar built from the tiny checkpoint by build_mar.py."""
     import build_mar
-
+    from export.mar import build_mar as build_archive
     from tests import recording_tensorrt
 
     work = tmp_path_factory.mktemp("ts")
-    engine = work / "model.plan"  # a stand-in engine: on a machine without CUDA the handler must fall back
+    engine = work / layout.ENGINE_FILE  # a stand-in engine: on a machine without CUDA the handler must fall back
     engine.write_bytes(recording_tensorrt.engine_bytes())
-    (work / "model.plan.json").write_text(json.dumps({"tensorrt_version": recording_tensorrt.VERSION, "compute_capability": "9.0"}))
+    layout.sidecar_path(engine).write_text(json.dumps({"tensorrt_version": recording_tensorrt.VERSION, "compute_capability": "9.0"}))
     store = work / "model_store"
-    build_mar.build_mar(build_mar.parse_args(tiny_mar_args(tiny_checkpoint, tiny_export, engine, store)))
+    build_archive(build_mar.parse_args(tiny_mar_args(tiny_checkpoint, tiny_export, engine, store)))
     return store
 
 
@@ -66,10 +60,11 @@ def tiny_model_store(tiny_checkpoint, tiny_export, tmp_path_factory) -> Path:
 def reference_classifier(tiny_checkpoint, tiny_export, tmp_path_factory):
     """The handler in-process with the archive's own model-config: what TorchServe must answer."""
     import build_mar
-    from scripts.inprocess import started_handler
-    from tests.tiny_model import model_dir_like_mar
+    from harness.inprocess import started_handler
+    from harness.models import model_dir_like_mar
 
-    config = build_mar.model_config(build_mar.parse_args(tiny_mar_args(tiny_checkpoint, tiny_export, "unused.plan", "unused")))
+    request = build_mar.parse_args(tiny_mar_args(tiny_checkpoint, tiny_export, "unused.plan", "unused"))
+    config = request.torchserve.model_config(request.handler)
     model_dir = model_dir_like_mar(tiny_checkpoint, tiny_export, tmp_path_factory.mktemp("ref"))
     handler, _ = started_handler(model_dir, model_yaml=config)
     return handler.classifier
@@ -78,7 +73,7 @@ def reference_classifier(tiny_checkpoint, tiny_export, tmp_path_factory):
 @pytest.fixture(scope="session")
 def cpu_reference(tiny_checkpoint, tiny_export, tmp_path_factory):
     """Eager fp32 PyTorch on the CPU, the numerical reference for the other backends."""
-    from tests.tiny_model import in_process_classifier
+    from harness.models import in_process_classifier
 
     return in_process_classifier(tiny_checkpoint, tiny_export, tmp_path_factory.mktemp("cpu_ref"))
 
@@ -86,7 +81,7 @@ def cpu_reference(tiny_checkpoint, tiny_export, tmp_path_factory):
 @pytest.fixture(scope="session")
 def torchserve(tiny_model_store, tmp_path_factory):
     """TorchServe started with the shipped config.properties (model API off, token auth on)."""
-    from scripts.ts_control import TorchServe
+    from harness.torchserve import TorchServe
 
     server = TorchServe(workdir=tmp_path_factory.mktemp("ts_run"), model_store=tiny_model_store)
     try:

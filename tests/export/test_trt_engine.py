@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from export import trt_engine
+from handler.errors import EngineBuildError
 from handler.spec import ModelSpec
 
 
@@ -27,7 +28,7 @@ def test_trtexec_command_names_every_input(tmp_path):
 
 def test_without_tensorrt_the_builder_says_what_to_install(monkeypatch, tiny_export, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(SystemExit) as caught:
+    with pytest.raises(EngineBuildError) as caught:
         trt_engine.main(["--onnx", str(tiny_export / "model.onnx"), "--engine", str(tmp_path / "m.plan")])
     assert "pip install tensorrt-cu12" in str(caught.value) and "pypi.nvidia.com" in str(caught.value)
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from handler.settings import HandlerSettings
+from handler.errors import ArchiveError
+from handler.settings import HandlerSettings, OnnxRuntimeOptions, TorchCpuOptions, TorchCudaOptions
 from handler.spec import ModelSpec
 
 
@@ -29,14 +30,26 @@ def test_spec_rejects_bad_label_maps(id2label):
 
 
 def test_missing_spec_says_how_to_make_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="export.onnx_export"):
+    with pytest.raises(ArchiveError, match="export.onnx_export"):
         ModelSpec.load(tmp_path)
 
 
 def test_settings_defaults_and_values():
     assert HandlerSettings.from_model_yaml({}) == HandlerSettings()
     settings = HandlerSettings.from_model_yaml({"handler": {"backend": "torch_cpu", "max_length": 64, "num_threads": "auto"}})
-    assert (settings.backend, settings.max_length, settings.num_threads) == ("torch_cpu", 64, None)
+    assert (settings.backend, settings.max_length, settings.torch_cpu.num_threads) == ("torch_cpu", 64, None)
+    flat = {"onnx_int8": False, "cpu_sub_batch": 4, "num_threads": 2, "cuda_graphs": False, "cuda_dtype": "bfloat16"}
+    settings = HandlerSettings.from_model_yaml({"handler": flat})
+    assert settings.onnxruntime == OnnxRuntimeOptions(num_threads=2, sub_batch=4, int8=False)
+    assert settings.torch_cpu == TorchCpuOptions(num_threads=2, sub_batch=4)
+    assert settings.torch_cuda == TorchCudaOptions(dtype="bfloat16", graphs=False)
+    assert HandlerSettings.from_model_yaml({"handler": {"cpu_sub_batch": None}}).onnxruntime.sub_batch is None  # whole batch
+
+
+def test_settings_round_trip_through_the_yaml_section():
+    settings = HandlerSettings(backend="onnxruntime", max_length=96, onnxruntime=OnnxRuntimeOptions(int8=False, sub_batch=None), torch_cpu=TorchCpuOptions(sub_batch=None))
+    assert HandlerSettings.from_model_yaml({"handler": settings.to_model_yaml()}) == settings
+    assert HandlerSettings.from_model_yaml({"handler": HandlerSettings().to_model_yaml()}) == HandlerSettings()
 
 
 def test_settings_reject_unknown_and_bad_values():
@@ -58,6 +71,7 @@ def test_settings_reject_unknown_and_bad_values():
 
 def test_threads_split_cores_among_workers(monkeypatch):
     monkeypatch.setattr("handler.settings.usable_cores", lambda: 8)
-    assert HandlerSettings().threads_per_worker(2) == 4
-    assert HandlerSettings().threads_per_worker(16) == 1
-    assert HandlerSettings(num_threads=3).threads_per_worker(2) == 3
+    assert HandlerSettings().for_workers(2).onnxruntime.num_threads == 4
+    assert HandlerSettings().for_workers(16).torch_cpu.num_threads == 1
+    configured = HandlerSettings.from_model_yaml({"handler": {"num_threads": 3}})
+    assert configured.for_workers(2).onnxruntime.num_threads == configured.for_workers(2).torch_cpu.num_threads == 3

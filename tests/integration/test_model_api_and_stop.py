@@ -6,8 +6,8 @@ import psutil
 import pytest
 import requests
 
-from scripts.ts_control import TorchServe
-from tests.tiny_model import LABELS
+from harness.torchserve import TorchServe
+from harness.models import LABELS
 
 
 @pytest.fixture(scope="module")

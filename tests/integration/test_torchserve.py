@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from scripts.ts_control import metric_values
-from tests.tiny_model import LABELS
+from handler import layout
+from harness.torchserve import metric_values
+from harness.models import LABELS
 
 TEXTS = [f"review {i}: " + ("great value, would buy again " if i % 3 else "broken on arrival, refund please ") * (1 + i % 5) for i in range(32)]
 
@@ -44,8 +45,8 @@ def test_mar_with_an_engine_falls_back_to_cpu_and_logs_why(torchserve, tiny_mode
     import zipfile
 
     names = zipfile.ZipFile(tiny_model_store / "bert_trt.mar").namelist()
-    assert {"model.plan", "model.plan.json", "model.onnx", "serving_spec.json", "handler/trt_backend.py"} <= set(names)
-    assert "model.int8.onnx" not in names  # only the ONNX file the worker runs is packed
+    assert {layout.ENGINE_FILE, layout.ENGINE_SIDECAR_FILE, layout.ONNX_FILE, layout.SPEC_FILE, "handler/backends/tensorrt.py"} <= set(names)
+    assert layout.INT8_ONNX_FILE not in names  # only the ONNX file the worker runs is packed
     assert torchserve.predict("which backend answers?").json()["backend"] == "onnxruntime"
     log = (torchserve.log_dir / "model_log.log").read_text(errors="replace")
     assert "backend tensorrt skipped: no CUDA device visible to this worker" in log

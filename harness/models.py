@@ -1,9 +1,13 @@
-"""Random-weight BERT classifiers for tests and benchmarks: real architecture and tokenizer, seeded weights."""
+"""Models for tests and benchmarks: seeded random-weight BERT classifiers (real architecture and tokenizer),
+folders laid out as a worker sees the .mar, and the CPU reference classifier."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+
+from handler import layout
+from training.data import default_backbone_dir
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -32,8 +36,6 @@ def random_bert_checkpoint(out_dir: Path, tokenizer_dir: Path, labels: list[str]
 
 def make_tiny_checkpoint(out_dir: Path, labels: list[str] = LABELS, seed: int = 0) -> Path:
     """Save a 2-layer, hidden-32 BertForSequenceClassification with MiniLM's tokenizer to out_dir."""
-    from export.default_data import default_backbone_dir
-
     return random_bert_checkpoint(
         out_dir, default_backbone_dir(), labels, seed,
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
@@ -41,40 +43,61 @@ def make_tiny_checkpoint(out_dir: Path, labels: list[str] = LABELS, seed: int = 
     )  # fmt: skip
 
 
-def model_dir_like_mar(checkpoint: Path, export_dir: Path, out_dir: Path) -> Path:
-    """Lay files out as TorchServe unpacks the .mar: model/ + serving_spec.json (+ model.onnx)."""
-    from handler.backends import CHECKPOINT_SUBDIR
+#: the small BERT of `random_hf_model`
+SMALL = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128, num_labels=3, vocab_size=500)
 
-    shutil.copytree(checkpoint, out_dir / CHECKPOINT_SUBDIR, dirs_exist_ok=True)
-    for name in ("serving_spec.json", "model.onnx", "model.int8.onnx"):
+
+def random_hf_model(**overrides):
+    """A small random BertForSequenceClassification (`SMALL` overridden by `overrides`) whose biases and
+    LayerNorm shifts are non-zero (the fused module folds them)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(**(SMALL | overrides))).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.normal_(0.0, 0.3)
+    return model
+
+
+def padded_inputs() -> dict:
+    """Inputs for `random_hf_model`: 4 rows of 12 tokens, two of them padded, two token types."""
+    import torch
+
+    torch.manual_seed(1)
+    input_ids = torch.randint(5, 500, (4, 12))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 5:] = 0
+    attention_mask[3, 2:] = 0
+    token_type_ids = torch.zeros_like(input_ids)
+    token_type_ids[:, 6:] = 1
+    return {"input_ids": input_ids * attention_mask, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+
+
+def model_dir_like_mar(checkpoint: Path, export_dir: Path, out_dir: Path) -> Path:
+    """Lay files out as TorchServe unpacks the .mar: the checkpoint folder, the spec and any ONNX files."""
+    shutil.copytree(checkpoint, out_dir / layout.CHECKPOINT_DIR, dirs_exist_ok=True)
+    for name in (layout.SPEC_FILE, layout.ONNX_FILE, layout.INT8_ONNX_FILE):
         if (export_dir / name).is_file():
             shutil.copy2(export_dir / name, out_dir / name)
     return out_dir
 
 
 def torch_cpu_classifier(model_dir: Path, num_threads: int = 1):
-    """The handler's TextClassifier on the eager fp32 torch CPU backend (the numerical reference)."""
+    """The handler's TextClassifier on the eager fp32 torch CPU backend with the whole batch in one pass
+    (the numerical reference)."""
     from handler.backends import TorchCpuBackend
     from handler.classifier import TextClassifier, load_tokenizer
+    from handler.settings import TorchCpuOptions
     from handler.spec import ModelSpec
 
     spec = ModelSpec.load(model_dir)
-    backend = TorchCpuBackend(model_dir, spec, {"num_threads": num_threads}).load()
+    backend = TorchCpuBackend(model_dir, spec, TorchCpuOptions(num_threads=num_threads, sub_batch=None)).load()
     return TextClassifier(load_tokenizer(model_dir), backend, spec)
 
 
 def in_process_classifier(checkpoint: Path, export_dir: Path, work_dir: Path):
     """`torch_cpu_classifier` over the checkpoint laid out as the worker sees it."""
     return torch_cpu_classifier(model_dir_like_mar(checkpoint, export_dir, work_dir))
-
-
-def torch_cuda_model(model_dir: Path, device, dtype, **options):
-    """The torch_cuda backend's model-building step alone (no warm-up, no graphs): returns the backend
-    (for its `fused` flag) and its forward function (input_ids, token_type_ids, attention_mask) -> logits."""
-    from handler.backends import TorchCudaBackend
-    from handler.spec import ModelSpec
-
-    backend = TorchCudaBackend(model_dir, ModelSpec.load(model_dir), options)
-    backend.device = device
-    _, forward = backend._build_model(dtype)
-    return backend, forward

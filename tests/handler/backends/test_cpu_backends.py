@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from handler.backends import OnnxRuntimeBackend, TorchCpuBackend
+from handler import layout
+from handler.backends import BackendUnavailable, OnnxRuntimeBackend, TorchCpuBackend, backend_order, choose_backend
 from handler.classifier import TextClassifier, load_tokenizer
-from handler.selection import backend_order
+from handler.settings import HandlerSettings, OnnxRuntimeOptions, TorchCpuOptions
 from handler.spec import ModelSpec
-from tests.tiny_model import model_dir_like_mar
+from harness.models import model_dir_like_mar
 
 TEXTS = ["a", "this one is a good deal longer than the others, with commas", "mid length text", "ok then", "x " * 60]
 
@@ -18,8 +19,19 @@ def model_dir(tiny_checkpoint, tiny_export, tmp_path_factory):
 
 
 def classifier_for(model_dir, backend_class, **options):
+    """A classifier over `backend_class` with one thread, the whole batch in one pass, fp32, unless `options` say otherwise."""
     spec = ModelSpec.load(model_dir)
-    return TextClassifier(load_tokenizer(model_dir), backend_class(model_dir, spec, {"num_threads": 1, **options}).load(), spec)
+    options = backend_class.options_type(**{"num_threads": 1, "sub_batch": None, "int8": False, **options})
+    return TextClassifier(load_tokenizer(model_dir), backend_class(model_dir, spec, options).load(), spec)
+
+
+def test_a_backend_built_without_options_runs_the_servers_defaults(model_dir):
+    spec = ModelSpec.load(model_dir)
+    served = HandlerSettings.from_model_yaml({})
+    assert OnnxRuntimeBackend(model_dir, spec).options == served.onnxruntime == OnnxRuntimeOptions()
+    assert TorchCpuBackend(model_dir, spec).options == served.torch_cpu == TorchCpuOptions()
+    with pytest.raises(TypeError, match="takes OnnxRuntimeOptions"):
+        OnnxRuntimeBackend(model_dir, spec, TorchCpuOptions())
 
 
 def test_onnxruntime_matches_torch(model_dir):
@@ -37,22 +49,20 @@ def test_sub_batches_sort_by_length_but_keep_order(model_dir):
 
 def test_torch_int8_stays_close(model_dir):
     fp32 = torch.softmax(classifier_for(model_dir, TorchCpuBackend).logits(TEXTS), -1)
-    int8 = torch.softmax(classifier_for(model_dir, TorchCpuBackend, torch_int8=True).logits(TEXTS), -1)
+    int8 = torch.softmax(classifier_for(model_dir, TorchCpuBackend, int8=True).logits(TEXTS), -1)
     assert (fp32 - int8).abs().max() < 0.1
 
 
 def test_onnxruntime_int8_runs_the_quantized_file(model_dir):
-    classifier = classifier_for(model_dir, OnnxRuntimeBackend, onnx_int8=True)
-    assert classifier.backend.describe()["model"] == "model.int8.onnx"
+    classifier = classifier_for(model_dir, OnnxRuntimeBackend, int8=True)
+    assert classifier.backend.describe()["model"] == layout.INT8_ONNX_FILE
     probabilities = torch.softmax(classifier.logits(TEXTS), -1)
     assert torch.allclose(probabilities.sum(-1), torch.ones(len(TEXTS)), atol=1e-5)
 
 
 def test_missing_int8_onnx_is_a_clear_refusal(model_dir):
-    from handler.backends import BackendUnavailable
-
-    with pytest.raises(BackendUnavailable, match="model.int8.onnx"):
-        OnnxRuntimeBackend(model_dir / "nowhere", ModelSpec.load(model_dir), {"onnx_int8": True}).load()
+    with pytest.raises(BackendUnavailable, match=layout.INT8_ONNX_FILE):
+        OnnxRuntimeBackend(model_dir / "nowhere", ModelSpec.load(model_dir), OnnxRuntimeOptions(int8=True)).load()
 
 
 def test_backend_orders():
@@ -61,15 +71,15 @@ def test_backend_orders():
     assert backend_order("onnxruntime") == ["onnxruntime", "torch_cpu"]
     with pytest.raises(ValueError, match="choose one of"):
         backend_order("tpu")
+    assert backend_order("torch_cpu") == ["torch_cpu"]
 
 
 def test_a_backend_that_crashes_while_loading_falls_back(model_dir, monkeypatch):
-    from handler.selection import choose_backend
-
     def broken(self):
         raise RuntimeError("corrupt model file")
 
     monkeypatch.setattr(OnnxRuntimeBackend, "_load_impl", broken)
-    backend, skipped = choose_backend("onnxruntime", model_dir, ModelSpec.load(model_dir), {"num_threads": 1})
+    settings = HandlerSettings(backend="onnxruntime", torch_cpu=TorchCpuOptions(num_threads=1))
+    backend, skipped = choose_backend(settings, model_dir, ModelSpec.load(model_dir))
     assert backend.name == "torch_cpu"
     assert skipped == ["backend onnxruntime failed to load: RuntimeError: corrupt model file"]

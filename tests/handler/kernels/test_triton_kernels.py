@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from handler.triton_kernels import embedding_layer_norm, layer_norm, triton_available
+from handler.kernels.triton_kernels import embedding_layer_norm, layer_norm, triton_available
 
 #: absolute and relative tolerance per dtype (both paths compute in float32; they round differently)
 TOLERANCE = {torch.float16: 4e-3, torch.bfloat16: 3e-2, torch.float32: 1e-4}

@@ -5,21 +5,21 @@ No pycuda: the I/O buffers are torch CUDA tensors and the engine is enqueued wit
 and one stream; nothing fights over contexts and only the logits come back to the host.
 
 `tensorrt` is imported only inside `load`: TorchServe reports an ImportError in a handler
-module misleadingly, and a worker without TensorRT must still start (and fall back).
+module misleadingly, and a worker without TensorRT must still start (and fall back). (The module
+shares its name with the `tensorrt` package; `import tensorrt` is absolute and finds the package.)
 """
 
 from __future__ import annotations
 
 import json
-import logging
 
 import torch
 
-from handler.backends import Backend, BackendUnavailable
+from handler import layout
+from handler.backends.base import Backend
+from handler.errors import BackendUnavailable
+from handler.settings import TensorRTOptions
 
-logger = logging.getLogger(__name__)
-
-SIDECAR_SUFFIX = ".json"
 
 _TORCH_DTYPES = {"INT32": torch.int32, "INT64": torch.int64, "FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16}
 
@@ -50,9 +50,10 @@ class TensorRTBackend(Backend):
     """Deserializes ``model.plan`` and runs it with named tensors on torch's current CUDA stream."""
 
     name = "tensorrt"
+    options_type = TensorRTOptions
 
     def _load_impl(self) -> None:
-        engine_path = self.model_dir / self.spec.engine_file
+        engine_path = self.model_dir / layout.ENGINE_FILE
         if not engine_path.is_file():
             raise BackendUnavailable("no TensorRT engine in the .mar (build one with export.trt_engine and pass --engine to build_mar.py)")
         if not self._cuda_available():
@@ -61,14 +62,13 @@ class TensorRTBackend(Backend):
             import tensorrt as trt
         except ImportError as error:
             raise BackendUnavailable(f"python package tensorrt is not importable in the worker ({error}); install NVIDIA's tensorrt wheel") from None
-        sidecar_path = engine_path.with_name(engine_path.name + SIDECAR_SUFFIX)
+        sidecar_path = layout.sidecar_path(engine_path)
         if not sidecar_path.is_file():
             raise BackendUnavailable(f"{sidecar_path.name} is missing next to the engine: rebuild with export.trt_engine")
         sidecar = json.loads(sidecar_path.read_text())
 
-        gpu_id = int(self.options.get("gpu_id") or 0)
-        self.device = self._select_device(gpu_id)
-        reason = engine_mismatch(sidecar, trt.__version__, self._compute_capability(gpu_id))
+        self.device = self._select_device(self.gpu_id)
+        reason = engine_mismatch(sidecar, trt.__version__, self._compute_capability(self.gpu_id))
         if reason:
             raise BackendUnavailable(reason)
 

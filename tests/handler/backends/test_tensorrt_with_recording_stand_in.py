@@ -14,13 +14,14 @@ import sys
 import pytest
 import torch
 
-from handler.backends import BackendUnavailable
+from handler import layout
+from handler.backends import BackendUnavailable, choose_backend
+from handler.backends.tensorrt import TensorRTBackend, engine_mismatch
 from handler.classifier import TextClassifier, load_tokenizer
-from handler.selection import choose_backend
+from handler.settings import HandlerSettings, OnnxRuntimeOptions
 from handler.spec import ModelSpec
-from handler.trt_backend import TensorRTBackend, engine_mismatch
+from harness.models import model_dir_like_mar
 from tests import recording_tensorrt
-from tests.tiny_model import model_dir_like_mar
 
 
 class CpuRecordingTensorRTBackend(TensorRTBackend):
@@ -40,9 +41,9 @@ class CpuRecordingTensorRTBackend(TensorRTBackend):
 
 
 def write_engine(model_dir, description: bytes, **sidecar_overrides):
-    (model_dir / "model.plan").write_bytes(description)
+    (model_dir / layout.ENGINE_FILE).write_bytes(description)
     sidecar = {"tensorrt_version": recording_tensorrt.VERSION, "compute_capability": "9.0", "gpu_name": "stand-in", **sidecar_overrides}
-    (model_dir / "model.plan.json").write_text(json.dumps(sidecar))
+    (model_dir / layout.ENGINE_SIDECAR_FILE).write_text(json.dumps(sidecar))
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def expected_logits(inputs):
 @pytest.mark.parametrize("dtype, torch_dtype", [("INT32", torch.int32), ("INT64", torch.int64)])
 def test_inputs_follow_engine_dtype_and_bind_by_name(stand_in, model_dir, dtype, torch_dtype):
     write_engine(model_dir, recording_tensorrt.engine_bytes(input_dtype=dtype))
-    backend = CpuRecordingTensorRTBackend(model_dir, ModelSpec.load(model_dir), {"gpu_id": 0}).load()
+    backend = CpuRecordingTensorRTBackend(model_dir, ModelSpec.load(model_dir), gpu_id=0).load()
     assert backend.input_dtypes == {name: torch_dtype for name in ("input_ids", "attention_mask", "token_type_ids")}
     assert (backend.max_batch_size, backend.max_sequence_length) == (16, 64)
     ids = torch.tensor([[101, 7, 8, 102], [101, 9, 102, 0]])
@@ -79,7 +80,7 @@ def test_inputs_follow_engine_dtype_and_bind_by_name(stand_in, model_dir, dtype,
 
 def test_short_inputs_are_padded_up_to_the_profile_minimum(stand_in, model_dir):
     write_engine(model_dir, recording_tensorrt.engine_bytes(profile=((2, 8), (8, 32), (16, 64))))
-    backend = CpuRecordingTensorRTBackend(model_dir, ModelSpec.load(model_dir), {}).load()
+    backend = CpuRecordingTensorRTBackend(model_dir, ModelSpec.load(model_dir)).load()
     ids = torch.tensor([[101, 5, 102]])
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
     logits = backend.infer(inputs)
@@ -90,7 +91,7 @@ def test_short_inputs_are_padded_up_to_the_profile_minimum(stand_in, model_dir):
 def test_oversize_batches_are_split_and_long_texts_truncated(stand_in, model_dir):
     write_engine(model_dir, recording_tensorrt.engine_bytes(profile=((1, 1), (4, 16), (4, 16))))
     spec = ModelSpec.load(model_dir)
-    backend = CpuRecordingTensorRTBackend(model_dir, spec, {}).load()
+    backend = CpuRecordingTensorRTBackend(model_dir, spec).load()
     classifier = TextClassifier(load_tokenizer(model_dir), backend, spec)
     assert classifier.max_length == 16
     texts = [f"text {i} " + "word " * (i * 3) for i in range(10)]
@@ -115,24 +116,25 @@ def test_engine_mismatch_reasons():
         ("no_engine", "no TensorRT engine in the .mar"),
         ("no_tensorrt", "tensorrt is not importable"),
         ("wrong_version", "built with TensorRT 10.0.0"),
-        ("no_sidecar", "model.plan.json is missing"),
+        ("no_sidecar", f"{layout.ENGINE_SIDECAR_FILE} is missing"),
     ],
 )
 def test_each_refusal_names_its_reason(monkeypatch, stand_in, model_dir, setup, reason):
     if setup != "no_engine":
         write_engine(model_dir, recording_tensorrt.engine_bytes(), **({"tensorrt_version": "10.0.0"} if setup == "wrong_version" else {}))
     if setup == "no_sidecar":
-        (model_dir / "model.plan.json").unlink()
+        (model_dir / layout.ENGINE_SIDECAR_FILE).unlink()
     if setup == "no_tensorrt":
         monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` raise ImportError
     with pytest.raises(BackendUnavailable, match=reason):
-        CpuRecordingTensorRTBackend(model_dir, ModelSpec.load(model_dir), {}).load()
+        CpuRecordingTensorRTBackend(model_dir, ModelSpec.load(model_dir)).load()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only fallback")
 def test_auto_falls_back_to_the_cpu_with_logged_reasons(model_dir, caplog):
     write_engine(model_dir, recording_tensorrt.engine_bytes())
-    backend, skipped = choose_backend("auto", model_dir, ModelSpec.load(model_dir), {"num_threads": 1})
+    settings = HandlerSettings(onnxruntime=OnnxRuntimeOptions(num_threads=1, int8=False))
+    backend, skipped = choose_backend(settings, model_dir, ModelSpec.load(model_dir))
     assert backend.name == "onnxruntime"
     assert skipped == [
         "backend tensorrt skipped: no CUDA device visible to this worker",

@@ -2,8 +2,9 @@
 
 import pytest
 
-from export.default_data import split_of
-from export.train import classification_scores, label_order, read_labelled_csv
+from handler.errors import DataError
+from training.data import read_labelled_csv, split_of
+from training.train import classification_scores, label_order
 
 
 def test_numeric_labels_sort_numerically_and_names_alphabetically():
@@ -32,5 +33,5 @@ def test_csv_needs_label_and_txt_columns(tmp_path):
     assert read_labelled_csv(good) == (["-1", "1"], ["bad", "good, really"])
     bad = tmp_path / "bad.csv"
     bad.write_text("sentiment,text\nx,y\n", encoding="utf-8")
-    with pytest.raises(SystemExit, match="label,txt"):
+    with pytest.raises(DataError, match="label,txt"):
         read_labelled_csv(bad)

@@ -1,0 +1,131 @@
+"""PyTorch on one CUDA device: fp16 weights, the fused BERT module, CUDA graphs per shape bucket."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from handler.backends.base import Backend, load_hf_classifier
+from handler.backends.cuda_graphs import CapturedBatch, ForwardLogits, graph_key
+from handler.errors import BackendUnavailable
+from handler.settings import TorchCudaOptions
+
+logger = logging.getLogger(__name__)
+
+TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class CudaModel:
+    """The module the torch_cuda backend runs, and its forward function."""
+
+    module: torch.nn.Module
+    #: (input_ids, token_type_ids, attention_mask) -> logits, all [batch, seq] on the device, mask nonzero for real tokens
+    forward: ForwardLogits
+    #: True: handler/kernels/fused_bert.py; False: the Hugging Face module
+    fused: bool
+
+
+def build_cuda_model(model_dir: str | Path, device: torch.device, dtype: torch.dtype, fused: bool = True, tokenizer_size: int | None = None) -> CudaModel:
+    """The archive's classifier on `device` in `dtype`: the fused BERT module when asked for and the
+    checkpoint is one it reproduces (else the Hugging Face module, with a log line saying why)."""
+    if fused:
+        from handler.kernels.fused_bert import FusedBertClassifier, UnsupportedModel
+
+        try:
+            hf_model = load_hf_classifier(model_dir, dtype=torch.float32)
+            module = FusedBertClassifier.from_hf(hf_model, tokenizer_size).to(device, dtype).eval()
+            return CudaModel(module, module, fused=True)
+        except UnsupportedModel as reason:
+            logger.info("fused BERT not used (%s); running the Hugging Face module", reason)
+    model = load_hf_classifier(model_dir, dtype=dtype, attn_implementation="sdpa").to(device)
+
+    def hf_logits(input_ids, token_type_ids, attention_mask):
+        # a 4-D boolean mask: transformers then skips its "is there padding?" check, which syncs with the host
+        mask = attention_mask[:, None, None, :] != 0
+        return model(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids).logits
+
+    return CudaModel(model, hf_logits, fused=False)
+
+
+class TorchCudaBackend(Backend):
+    """PyTorch on the worker's GPU (`gpu_id`), warmed up at load.
+
+    With ``graphs`` it captures one CUDA graph per (batch, sequence) bucket at start; inputs are padded
+    up to the bucket, which removes the per-kernel launch cost that dominates small batches. With
+    ``fused`` it runs `FusedBertClassifier` (seven kernels per layer); a checkpoint it does not reproduce,
+    or a tokenizer larger than its embedding (`tokenizer_size`), runs the Hugging Face module instead.
+    ``compile`` (torch.compile before capturing) costs 7-14 s per bucket at start on an H100 and is no
+    faster than the fused module alone (bench/gpu_kernel_probe.py).
+    """
+
+    name = "torch_cuda"
+    options_type = TorchCudaOptions
+    options: TorchCudaOptions
+    BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+    SEQUENCE_BUCKETS = (16, 32, 64, 128, 256, 512)
+
+    def _load_impl(self) -> None:
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("no CUDA device visible to this worker")
+        # The CPU side of a GPU batch is a few small copies: more intra-op threads only spin. On an H100,
+        # with PyTorch's default (one thread per core) one GPU worker under TorchServe used 8-11 cores
+        # and four workers took 28.5 ms per batch of 64 instead of 9.4 ms with one thread each
+        # (bench/results/h100_torchserve/).
+        torch.set_num_threads(1)
+        torch.cuda.set_device(self.gpu_id)
+        self.device = torch.device("cuda", self.gpu_id)
+        self.model = build_cuda_model(self.model_dir, self.device, TORCH_DTYPES[self.options.dtype], self.options.fused, self.tokenizer_size)
+        self.forward_logits = self.model.forward
+        if self.options.compile:
+            self.forward_logits = torch.compile(self.forward_logits, dynamic=False)
+        self.use_graphs = self.options.graphs
+        # batches without any padding get their own graphs without attention mask (SDPA's fastest kernels);
+        # not for the Hugging Face module (slower without a mask) nor with compile (twice the compile time)
+        self.unpadded_graphs = self.use_graphs and self.model.fused and not self.options.compile
+        self.graphs: dict[tuple[int, int, bool], CapturedBatch] = {}
+        self.graph_pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        seq_limit = self.spec.max_length
+        self.sequence_buckets = tuple(b for b in self.SEQUENCE_BUCKETS if b < seq_limit) + (seq_limit,)
+        if self.use_graphs:
+            self.max_batch_size = self.BATCH_BUCKETS[-1]
+
+    def _warm_up_impl(self) -> None:
+        """Run every shape bucket once (capturing its graph) so that no request pays for it."""
+        batches = self.BATCH_BUCKETS if self.use_graphs else (1, 8)
+        lengths = self.sequence_buckets if self.use_graphs else (self.sequence_buckets[-1],)
+        for batch in batches:
+            for length in lengths:
+                ids = torch.full((batch, length), 100, dtype=torch.long)
+                padded = torch.ones_like(ids)
+                padded[:, -1] = 0
+                for mask in (padded, torch.ones_like(ids)) if self.unpadded_graphs else (padded,):
+                    self.infer({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)})
+        torch.cuda.synchronize(self.device)
+
+    def _infer_impl(self, inputs):
+        if self.use_graphs:
+            return self._infer_graphed(inputs)
+        with torch.inference_mode():
+            on_device = {name: inputs[name].to(self.device, non_blocking=True) for name in self.spec.input_names}
+            return self.forward_logits(on_device["input_ids"], on_device["token_type_ids"], on_device["attention_mask"]).float().cpu()
+
+    def _infer_graphed(self, inputs):
+        batch, length = inputs["input_ids"].shape
+        key = graph_key(inputs["attention_mask"], self.BATCH_BUCKETS, self.sequence_buckets, self.unpadded_graphs)
+        captured = self.graphs.get(key)
+        if captured is None:
+            captured = self.graphs[key] = CapturedBatch(self.forward_logits, key[:2], self.device, self.graph_pool, masked=key[2])
+        return captured.run(inputs, batch, length)
+
+    def describe(self):
+        return {
+            "backend": self.name,
+            "device": torch.cuda.get_device_name(self.device),
+            "dtype": self.options.dtype,
+            "model": "fused BERT" if self.model.fused else "Hugging Face",
+            "cuda_graphs": f"{len(self.graphs)} captured" if self.use_graphs else "off",
+        }

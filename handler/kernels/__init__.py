@@ -1,0 +1,1 @@
+"""GPU kernels and the fused BERT module the torch_cuda backend runs."""
