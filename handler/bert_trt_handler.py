@@ -3,7 +3,8 @@
 Response schema (one per text):
     {"label": "positive", "score": 0.97,
      "probabilities": {"negative": 0.01, "neutral": 0.02, "positive": 0.97},
-     "backend": "torch_cpu"}
+     "truncated": false, "backend": "torch_cpu"}
+("truncated": the text was longer than max_length tokens and only its beginning was classified.)
 A request that sent a list of texts gets a list of these, in order. A bad request gets
 ``{"error": "...", "code": 4xx}`` with that HTTP status; the rest of its batch is answered.
 """

@@ -74,6 +74,8 @@ def _maybe_json(text: str):
         return text
     try:
         value = json.loads(stripped)
+    except RecursionError:
+        raise RequestError("JSON nested too deeply: send text, {\"text\": ...} or a flat list of texts") from None
     except ValueError as err:
         if stripped[0] == "{" and stripped[1:].lstrip().startswith('"'):
             raise RequestError(f"malformed JSON object: {err.msg} at position {err.pos}") from None

@@ -21,6 +21,9 @@ from handler.errors import BackendUnavailable
 from handler.settings import BackendOptions, CpuOptions
 from handler.spec import ModelSpec
 
+#: sequence length of the warm-up batch (two rows of [PAD] ids, attended)
+WARM_UP_TOKENS = 8
+
 
 class Backend:
     """Base class: lifecycle checks here, the work in the `_impl` methods.
@@ -90,7 +93,10 @@ class Backend:
         raise NotImplementedError
 
     def _warm_up_impl(self) -> None:
-        """Run once after loading, through `infer`, so that no request pays for first-call costs."""
+        """Run once after loading, through `infer`, so that no request pays for first-call costs (allocations,
+        ONNX Runtime's lazy initialisation): the worker reports ready only after this answered."""
+        ids = torch.zeros((2, WARM_UP_TOKENS), dtype=torch.long)
+        self.infer({"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)})
 
     def _infer_impl(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError

@@ -28,7 +28,8 @@ def test_one_answer_per_request_in_order(handler_and_context, cpu_reference):
 def test_response_schema(handler_and_context):
     handler, context = handler_and_context
     (response,), _ = handle_batch(handler, context, [b"hello"])
-    assert set(response) == {"label", "score", "probabilities", "backend"}
+    assert set(response) == {"label", "score", "probabilities", "truncated", "backend"}
+    assert response["truncated"] is False
     assert response["backend"] == "onnxruntime"  # no GPU in tests; the ONNX file is there
     assert list(response["probabilities"]) == LABELS
     assert response["score"] == max(response["probabilities"].values())
@@ -63,5 +64,16 @@ def test_batch_of_only_bad_requests(handler_and_context):
 def test_long_text_is_truncated_not_rejected(handler_and_context):
     handler, context = handler_and_context
     (response,), ((code, _),) = handle_batch(handler, context, ["word " * 5000])
-    assert code == 200 and response["label"] in LABELS
+    assert code == 200 and response["label"] in LABELS and response["truncated"] is True
     assert handler.classifier.last_timings.tokens <= handler.classifier.max_length
+
+
+def test_megabyte_text_is_cut_before_tokenizing_and_keeps_its_first_tokens(handler_and_context):
+    handler, context = handler_and_context
+    classifier = handler.classifier
+    opening = "the staff were lovely and the room was spotless " * 40
+    encoded = classifier.encode([opening + "x" * 1_000_000, opening])
+    assert encoded.truncated == [True, True]
+    assert encoded.input_ids[0] == encoded.input_ids[1] and len(encoded.input_ids[0]) == classifier.max_length
+    (response,), ((code, _),) = handle_batch(handler, context, [opening + "x" * 1_000_000])
+    assert code == 200 and response["truncated"] is True
