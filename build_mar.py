@@ -37,7 +37,9 @@ def parse_args(argv: list[str] | None = None) -> MarRequest:
     parser.add_argument("--max-batch-delay", type=int, default=serving.max_batch_delay_ms, help="TorchServe maxBatchDelay (ms)")
     parser.add_argument("--min-workers", type=int, default=serving.min_workers)
     parser.add_argument("--max-workers", type=int, default=serving.max_workers)
-    parser.add_argument("--response-timeout", type=int, default=serving.response_timeout_s, help="seconds")
+    parser.add_argument("--response-timeout", type=int, default=serving.response_timeout_s, help="seconds a batch may take")
+    parser.add_argument("--startup-timeout", type=int, default=serving.startup_timeout_s, help="seconds a worker may take to load and warm up")
+    parser.add_argument("--max-retry-timeout", type=int, default=serving.max_retry_timeout_s, help="seconds TorchServe keeps restarting a failing worker")
     args = parser.parse_args(argv)
     cpu = {"num_threads": args.num_threads, "sub_batch": args.cpu_sub_batch}
     handler = HandlerSettings(
@@ -46,7 +48,9 @@ def parse_args(argv: list[str] | None = None) -> MarRequest:
         onnxruntime=OnnxRuntimeOptions(int8=args.onnx_int8, **cpu),
         torch_cpu=TorchCpuOptions(**cpu),
     )
-    torchserve = TorchServeSettings(args.batch_size, args.max_batch_delay, args.min_workers, args.max_workers, args.response_timeout)
+    torchserve = TorchServeSettings(
+        args.batch_size, args.max_batch_delay, args.min_workers, args.max_workers, args.response_timeout, args.startup_timeout, args.max_retry_timeout
+    )
     return MarRequest(args.checkpoint, args.export_dir, args.engine, args.model_name, args.version, args.out, args.handler, handler, torchserve)
 
 

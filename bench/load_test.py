@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import requests
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,13 +50,13 @@ def register(server: TorchServe, config: Config) -> None:
         f"url={config.mar}&model_name={config.name}&batch_size={config.batch_size}&max_batch_delay={config.max_batch_delay}"
         f"&initial_workers={config.workers}&synchronous=true"
     )
-    response = requests.post(f"{server.management_url}/models?{query}", headers=server.headers("management"), timeout=300)
+    response = server.request("POST", f"{server.management_url}/models?{query}", "management", timeout=300)
     if response.status_code != 200:
         raise RuntimeError(f"register {config.label}: {response.status_code} {response.text}")
 
 
 def unregister(server: TorchServe, config: Config) -> None:
-    requests.delete(f"{server.management_url}/models/{config.name}", headers=server.headers("management"), timeout=120)
+    server.request("DELETE", f"{server.management_url}/models/{config.name}", "management", timeout=120)
 
 
 def _client_process(port: int, token: str, model: str, texts: list[str], threads: int, max_requests: int, max_seconds: float, seed: int) -> tuple[list[float], int]:
@@ -134,7 +133,7 @@ def worker_peak_rss_mib(server: TorchServe) -> float:
     """Largest peak resident memory (VmHWM) among the server's Python worker processes."""
     import psutil
 
-    pid = int((server.workdir / "tmp" / ".model_server.pid").read_text())
+    pid = int(server.pid_file.read_text())
     peaks = []
     for process in psutil.Process(pid).children(recursive=True):
         try:

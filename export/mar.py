@@ -10,6 +10,7 @@ optionally the engine with its sidecar (file names in handler/layout.py) and a
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -40,7 +41,14 @@ class TorchServeSettings:
     max_batch_delay_ms: int = 5
     min_workers: int = 1
     max_workers: int = 1
+    #: a batch taking longer fails with 500 and its worker is killed and restarted
     response_timeout_s: int = 120
+    #: loading a worker (imports, backend, warm-up) has its own budget, so a slow GPU start is not killed in a loop
+    startup_timeout_s: int = 300
+    #: TorchServe 0.12 stops restarting a failing worker for good after this many seconds of failures (default
+    #: 300), and requests then wait in the queue forever; a week keeps it retrying (with back-off) through
+    #: transient faults, while the readiness probe (ops.health) reports the model not ready
+    max_retry_timeout_s: int = 7 * 24 * 3600
 
     def model_config(self, handler: HandlerSettings) -> dict:
         """The model-config.yaml TorchServe reads from the archive."""
@@ -50,6 +58,8 @@ class TorchServeSettings:
             "batchSize": self.batch_size,
             "maxBatchDelay": self.max_batch_delay_ms,
             "responseTimeout": self.response_timeout_s,
+            "startupTimeout": self.startup_timeout_s,
+            "maxRetryTimeoutInSec": self.max_retry_timeout_s,
             "handler": handler.to_model_yaml(),
         }
 
@@ -141,7 +151,8 @@ def build_mar(request: MarRequest) -> Path:
             "--export-path", str(request.out),
             "--force",
         ]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True)
+        # torch-model-archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps two builds of one name apart
+        result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TMPDIR": tmp})
         if result.returncode != 0:
             raise ArchiveError(f"torch-model-archiver failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
     mar = request.out / f"{request.model_name}.mar"

@@ -7,7 +7,9 @@
 One controller, `TorchServe`, for both kinds of instance: an isolated one (own free loopback
 ports, temp dir, pid file and logs under its work dir) so tests and benchmarks never collide
 with a server a user already runs, and the repository's own (`TorchServe.repo_instance()`: the
-shipped config.properties as is, fixed ports, started from the repo root).
+shipped config.properties as is, fixed ports, started from the repo root). `start` also starts
+the key renewer (`python -m ops.keys renew`) unless told not to; `stop` stops both. Every request
+re-reads key_file.json and is retried once if its key was refused (renewed in between).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,11 +32,14 @@ import psutil
 import requests
 
 from handler.errors import BertTrtError, run_cli
+from ops import health
+from ops.keys import KEY_FILE, RENEWABLE_KINDS, is_key_refusal, read_key
+from ops.properties import read_properties
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config.properties"
-KEY_FILE = "key_file.json"
 PID_FILE = ".model_server.pid"
+RENEWER_PID_FILE = "key_renewer.pid"
 PORT_KEYS = {
     "inference_address": "http://127.0.0.1:{}",
     "management_address": "http://127.0.0.1:{}",
@@ -53,35 +59,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def read_properties(path: Path) -> dict[str, str]:
-    """key=value lines of a Java properties file (comments and blanks skipped)."""
-    props = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            props[key.strip()] = value.strip()
-    return props
-
-
-def read_key(key_dir: Path, kind: str = "inference", timeout: float = 30) -> str:
-    """The token of `kind` ("inference", "management" or "API") from key_dir/key_file.json, waiting for the file."""
-    path = Path(key_dir) / KEY_FILE
-    deadline = time.time() + timeout
-    while True:
-        try:
-            return json.loads(path.read_text())[kind]["key"]
-        except (OSError, ValueError, KeyError):  # not there yet, or half written
-            if time.time() > deadline:
-                raise TorchServeError(f"no usable {path}: is token authorization disabled, or TorchServe not started here?") from None
-            time.sleep(0.2)
-
-
-def bearer(key_dir: Path, kind: str = "inference") -> dict[str, str]:
-    """Authorization header with the token of `kind` from key_dir/key_file.json."""
-    return {"Authorization": f"Bearer {read_key(key_dir, kind)}"}
 
 
 def metric_values(log_dir: Path, name: str) -> list[float]:
@@ -186,8 +163,8 @@ class TorchServe:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def start(self, timeout: float = 240) -> "TorchServe":
-        """`torchserve --start` and wait until every model has a ready worker."""
+    def start(self, timeout: float = 240, renew_keys: bool = True) -> "TorchServe":
+        """`torchserve --start`, the key renewer (unless `renew_keys` is False), and wait until every model has a ready worker."""
         command = [torchserve_bin(), "--start", "--ncs", "--ts-config", str(self.write_config())]
         if self.model_store is not None:
             command += ["--model-store", str(self.model_store)]
@@ -198,6 +175,8 @@ class TorchServe:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / "torchserve_console.log").open("ab") as console:  # the server outlives us: not our stdout
             subprocess.run(command, cwd=self.workdir, env=self.env(), check=True, stdout=console, stderr=subprocess.STDOUT)
+        if renew_keys:
+            self.start_key_renewer()
         self.wait_ready(self.model_names, timeout)
         self.process_tree = self.running_processes()
         return self
@@ -211,19 +190,49 @@ class TorchServe:
             return []
 
     def token(self, kind: str = "inference") -> str:
-        return read_key(self.workdir, kind)
+        """The current key of `kind` from key_file.json (waits 2 s for the file, which TorchServe writes at start)."""
+        return read_key(self.workdir, kind, timeout=2)
 
     def headers(self, kind: str = "inference") -> dict[str, str]:
-        return bearer(self.workdir, kind)
+        """Authorization header with the current key of `kind` ("inference", "management" or "API")."""
+        return {"Authorization": f"Bearer {self.token(kind)}"}
+
+    def request(self, method: str, url: str, kind: str = "inference", headers: dict | None = None, **kwargs) -> requests.Response:
+        """An HTTP request with the current key of `kind`; re-reads key_file.json and retries once if the key
+        was refused (the renewer replaced it between our read and TorchServe's check)."""
+        kwargs.setdefault("timeout", 60)
+        for attempt in range(2):
+            response = requests.request(method, url, headers={**(headers or {}), **self.headers(kind)}, **kwargs)
+            if attempt or not is_key_refusal(response.status_code, response.text):
+                return response
+            time.sleep(0.2)
+        return response
 
     def is_ready(self, model_names: list[str]) -> bool:
-        """/ping answers and each model has a READY worker."""
-        try:
-            if not requests.get(f"{self.inference_url}/ping", headers=self.headers(), timeout=5).ok:
-                return False
-            return all(any(w["status"] == "READY" for w in self.describe(name)["workers"]) for name in model_names)
-        except (requests.ConnectionError, TorchServeError):
+        """Each model has a READY worker (the readiness probe of ops.health)."""
+        if not (self.workdir / KEY_FILE).is_file():
             return False
+        return health.ready(self.management_url, self.workdir, model_names).healthy
+
+    def start_key_renewer(self, kinds: tuple[str, ...] = RENEWABLE_KINDS) -> None:
+        """Start `python -m ops.keys renew` for this instance, detached (it outlives this process; `stop` ends it)."""
+        self.stop_key_renewer()
+        command = [sys.executable, "-m", "ops.keys", "renew", "--config", str(self.write_config()), "--key-dir", str(self.workdir), "--kinds", *kinds]
+        with (self.log_dir / "key_renewer.log").open("ab") as log:
+            process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        (self.workdir / RENEWER_PID_FILE).write_text(str(process.pid))
+
+    def stop_key_renewer(self) -> None:
+        """Stop the key renewer started by `start_key_renewer`, if it runs."""
+        pid_file = self.workdir / RENEWER_PID_FILE
+        try:
+            process = psutil.Process(int(pid_file.read_text()))
+            if "ops.keys" in " ".join(process.cmdline()):
+                process.send_signal(signal.SIGTERM)
+                process.wait(10)
+        except (OSError, ValueError, psutil.Error):
+            pass
+        pid_file.unlink(missing_ok=True)
 
     def wait_ready(self, model_names: list[str], timeout: float) -> None:
         """Wait until each model has a READY worker, or raise `TorchServeError` with the log tail."""
@@ -235,7 +244,7 @@ class TorchServe:
 
     def describe(self, model_name: str) -> dict:
         """The management API's description of one model (workers, batch settings)."""
-        response = requests.get(f"{self.management_url}/models/{model_name}", headers=self.headers("management"), timeout=10)
+        response = self.request("GET", f"{self.management_url}/models/{model_name}", "management", timeout=10)
         if response.status_code != 200:
             raise TorchServeError(f"describe {model_name}: {response.status_code} {response.text}")
         return response.json()[0]
@@ -245,21 +254,21 @@ class TorchServe:
 
     def predict(self, payload, model_name: str = "bert_trt", content_type: str | None = None, timeout: float = 60) -> requests.Response:
         """POST one prediction; str/bytes go as text/plain, anything else as JSON."""
-        headers = self.headers()
         if isinstance(payload, (str, bytes)):
-            headers["Content-Type"] = content_type or "text/plain; charset=utf-8"
+            headers = {"Content-Type": content_type or "text/plain; charset=utf-8"}
             data = payload.encode("utf-8") if isinstance(payload, str) else payload
         else:
-            headers["Content-Type"] = content_type or "application/json"
+            headers = {"Content-Type": content_type or "application/json"}
             data = json.dumps(payload).encode("utf-8")
-        return requests.post(f"{self.inference_url}/predictions/{model_name}", data=data, headers=headers, timeout=timeout)
+        return self.request("POST", f"{self.inference_url}/predictions/{model_name}", "inference", headers, data=data, timeout=timeout)
 
     def log_tail(self, name: str = "model_log.log", lines: int = 40) -> str:
         path = self.log_dir / name
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else f"({path} missing)"
 
     def stop(self, timeout: float = 60) -> list[psutil.Process]:
-        """`torchserve --stop`, then wait for the frontend and every worker to exit; returns survivors."""
+        """`torchserve --stop` and the key renewer, then wait for the frontend and every worker to exit; returns survivors."""
+        self.stop_key_renewer()
         processes = self.process_tree or self.running_processes()
         subprocess.run([torchserve_bin(), "--stop"], cwd=self.workdir, env=self.env(), check=False, stdout=subprocess.DEVNULL)
         _, alive = psutil.wait_procs(processes, timeout=timeout)

@@ -57,6 +57,21 @@ def tiny_model_store(tiny_checkpoint, tiny_export, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def slow_model_store(tiny_checkpoint, tiny_export, tmp_path_factory) -> Path:
+    """A model store with slow.mar: the tests' archive whose handler sleeps on "sleep N" requests
+    (tests/integration/slow_handler.py), responseTimeout 5 s, batches of at most 4."""
+    import build_mar
+    from export.mar import build_mar as build_archive
+
+    store = tmp_path_factory.mktemp("slow") / "model_store"
+    handler = Path(__file__).parent / "integration" / "slow_handler.py"
+    args = ["--checkpoint", str(tiny_checkpoint), "--export-dir", str(tiny_export), "--out", str(store), "--model-name", "slow",
+            "--handler", str(handler), "--response-timeout", "5", "--batch-size", "4", "--max-batch-delay", "20", "--no-onnx-int8"]  # fmt: skip
+    build_archive(build_mar.parse_args(args))
+    return store
+
+
+@pytest.fixture(scope="session")
 def reference_classifier(tiny_checkpoint, tiny_export, tmp_path_factory):
     """The handler in-process with the archive's own model-config: what TorchServe must answer."""
     import build_mar
