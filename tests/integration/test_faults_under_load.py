@@ -129,21 +129,23 @@ def test_scale_down_and_unregister_during_load_lose_only_in_flight_requests(serv
     time.sleep(3)
     scaled_at = time.monotonic()
     scaled = server.request("PUT", f"{management}/models/copy?min_worker=1&max_worker=1&synchronous=true", "management", timeout=120)
+    scale_done = time.monotonic()
     time.sleep(4)
     removed_at = time.monotonic()
     removed = server.request("DELETE", f"{management}/models/copy", "management", timeout=120)
+    remove_done = time.monotonic()
     thread.join(90)
     outcomes = result[0]
     assert scaled.status_code == 200 and removed.status_code == 200, (scaled.text, removed.text)
     lost = [o for o in outcomes if o.status == 0 or o.status >= 500]
-    near_an_event = lambda o: any(event - 1 <= o.started <= event + 1 for event in (scaled_at, removed_at))  # noqa: E731
+    near_an_event = lambda o: any(begin - 1 <= o.started <= end + 1 for begin, end in ((scaled_at, scale_done), (removed_at, remove_done)))  # noqa: E731
     assert all(o.hung or 500 <= o.status < 600 for o in lost), sorted({(o.status, o.error) for o in lost})
     assert all(near_an_event(o) for o in lost), [(round(o.started - scaled_at, 2), o.status, o.error) for o in lost]
     assert len(lost) <= 2 * 6, f"{len(lost)} lost"
     assert {o.status for o in outcomes} <= {0, 200, 404, 500, 503, 507}
     assert not correct(outcomes, reference_classifier)
-    late = [o for o in outcomes if o.started > removed_at + 2]
-    assert late and all(o.status == 404 and o.seconds < 1 for o in late), sorted({(o.status, round(o.seconds, 1)) for o in late})
+    late = [o for o in outcomes if o.started > remove_done + 1]
+    assert late and all(o.status == 404 and o.seconds < 5 for o in late), sorted({(o.status, round(o.seconds, 1)) for o in late})
     summary = f"{len(outcomes)} requests, {len(lost)} lost ({sum(o.hung for o in lost)} unanswered), {len(late)} x 404 after unregister"
     record_property("scale_down_unregister", summary)
     print(f"\nscale down + unregister under load: {summary}")

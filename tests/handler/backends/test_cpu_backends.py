@@ -83,3 +83,18 @@ def test_a_backend_that_crashes_while_loading_falls_back(model_dir, monkeypatch)
     backend, skipped = choose_backend(settings, model_dir, ModelSpec.load(model_dir))
     assert backend.name == "torch_cpu"
     assert skipped == ["backend onnxruntime failed to load: RuntimeError: corrupt model file"]
+
+
+def test_load_answers_a_warm_up_batch_before_the_backend_is_ready(model_dir, monkeypatch):
+    calls = []
+    original = OnnxRuntimeBackend._infer_impl
+    monkeypatch.setattr(OnnxRuntimeBackend, "_infer_impl", lambda self, inputs: calls.append(tuple(inputs["input_ids"].shape)) or original(self, inputs))
+    backend = OnnxRuntimeBackend(model_dir, ModelSpec.load(model_dir), OnnxRuntimeOptions(int8=False, num_threads=1)).load()
+    assert backend.loaded and len(calls) == 1
+
+
+def test_a_failed_warm_up_closes_the_backend_and_the_next_one_loads(model_dir, monkeypatch):
+    monkeypatch.setattr(OnnxRuntimeBackend, "_warm_up_impl", lambda self: (_ for _ in ()).throw(RuntimeError("warm-up crashed")))
+    settings = HandlerSettings(backend="onnxruntime", torch_cpu=TorchCpuOptions(num_threads=1))
+    backend, skipped = choose_backend(settings, model_dir, ModelSpec.load(model_dir))
+    assert backend.name == "torch_cpu" and skipped == ["backend onnxruntime failed to load: RuntimeError: warm-up crashed"]
