@@ -6,7 +6,10 @@
 Realistic workload: the default test split's texts with their natural length mix, in batches of
 32 (what TorchServe hands a worker at batchSize 32). Reports texts/s and its ratio to the
 baseline, per-batch p50/p99, accuracy on the whole test split (must stay within 0.5 points of
-fp32), plus a synthetic batch x sequence grid. Threads: all cores, like one worker.
+fp32), batch invariance (max |Δp| of a text alone vs inside its batch of 32, over 64 texts; a
+default must stay within 1e-4), plus a synthetic batch x sequence grid. Threads: all cores, like
+one worker. The shipped int8 is the export's calibrated static model; the dynamic-int8 and the
+ONNX Runtime transformer-optimizer (fused) variants are made here from model.onnx for comparison.
 """
 
 from __future__ import annotations
@@ -27,20 +30,59 @@ REPO = Path(__file__).resolve().parent.parent
 
 from bench.timing import full_batch, median_wall_ms
 from training.data import read_labelled_csv
+from handler import layout
 from handler.backends import OnnxRuntimeBackend, TorchCpuBackend
 from handler.classifier import TextClassifier, load_tokenizer
 from handler.settings import OnnxRuntimeOptions, TorchCpuOptions
 from handler.spec import ModelSpec
 from harness.models import model_dir_like_mar
 
+#: name: (backend, options, model folder: "shipped" (the export), "dynamic" (dynamic int8 made here), "fused" (optimizer output made here))
 VARIANTS = {
-    "torch_pad_longest": (TorchCpuBackend, TorchCpuOptions(sub_batch=None)),
-    "torch_sorted_sub8": (TorchCpuBackend, TorchCpuOptions(sub_batch=8)),
-    "torch_int8_sub8": (TorchCpuBackend, TorchCpuOptions(sub_batch=8, int8=True)),
-    "ort_sub8": (OnnxRuntimeBackend, OnnxRuntimeOptions(sub_batch=8, int8=False)),
-    "ort_int8_sub8": (OnnxRuntimeBackend, OnnxRuntimeOptions(sub_batch=8, int8=True)),
-    "ort_int8_whole_batch": (OnnxRuntimeBackend, OnnxRuntimeOptions(sub_batch=None, int8=True)),
+    "torch_pad_longest": (TorchCpuBackend, TorchCpuOptions(sub_batch=None), "shipped"),
+    "torch_sorted_sub8": (TorchCpuBackend, TorchCpuOptions(sub_batch=8), "shipped"),
+    "torch_dynamic_int8_sub8": (TorchCpuBackend, TorchCpuOptions(sub_batch=8, int8=True), "shipped"),
+    "ort_sub8": (OnnxRuntimeBackend, OnnxRuntimeOptions(sub_batch=8, int8=False), "shipped"),
+    "ort_fused_fp32_sub8": (OnnxRuntimeBackend, OnnxRuntimeOptions(sub_batch=8, int8=False), "fused"),
+    "ort_dynamic_int8_sub8": (OnnxRuntimeBackend, OnnxRuntimeOptions(sub_batch=8, int8=True), "dynamic"),
+    "ort_static_int8_sub8": (OnnxRuntimeBackend, OnnxRuntimeOptions(sub_batch=8, int8=True), "shipped"),
+    "ort_static_int8_whole_batch": (OnnxRuntimeBackend, OnnxRuntimeOptions(sub_batch=None, int8=True), "shipped"),
 }
+
+
+def comparison_model_dir(model_dir: Path, kind: str, work: Path) -> Path:
+    """`model_dir` itself ("shipped"), or a copy whose ONNX file is made here: "dynamic" (ONNX Runtime's
+    dynamic quantizer, per-channel weights: the int8 shipped before calibration) or "fused" (ONNX Runtime's
+    transformer optimizer, model type bert)."""
+    if kind == "shipped":
+        return model_dir
+    target = work / kind
+    if not target.is_dir():
+        shutil.copytree(model_dir, target)
+        if kind == "dynamic":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(model_dir / layout.ONNX_FILE), str(target / layout.INT8_ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+        else:
+            from onnxruntime.transformers.optimizer import optimize_model
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(model_dir / layout.CHECKPOINT_DIR, local_files_only=True)
+            fused = optimize_model(str(model_dir / layout.ONNX_FILE), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size)
+            fused.save_model_to_file(str(target / layout.ONNX_FILE))
+    return target
+
+
+def batch_invariance(classifier: TextClassifier, texts: list[str], checked: int = 64) -> float:
+    """Largest |Δp| between a text classified alone and inside its batch of 32."""
+    worst = 0.0
+    for index in range(min(checked, len(texts))):
+        first = (index // 32) * 32
+        batch = texts[first : first + 32]
+        alone = torch.softmax(classifier.logits([texts[index]]), -1)[0]
+        together = torch.softmax(classifier.logits(batch), -1)[index - first]
+        worst = max(worst, float((alone - together).abs().max()))
+    return worst
 
 
 def batches(texts: list[str], size: int = 32) -> list[list[str]]:
@@ -105,14 +147,16 @@ def main() -> None:
     spec = ModelSpec.load(model_dir)
     tokenizer = load_tokenizer(model_dir)
 
-    rows = [{"variant": "stock_baseline", **measure(stock_predict(model_dir), speed_texts), "accuracy": None}]
+    shutil.rmtree(work.parent / "cpu_comparison_models", ignore_errors=True)
+    rows = [{"variant": "stock_baseline", **measure(stock_predict(model_dir), speed_texts), "accuracy": None, "batch_invariance_max_dp": None}]
     print(json.dumps(rows[0]), flush=True)
     grid = [(1, 32), (32, 32)] if args.quick else [(1, 32), (1, 128), (32, 32), (32, 128)]
     grid_rows = []
-    for name, (backend_class, options) in VARIANTS.items():
-        backend = backend_class(model_dir, spec, replace(options, num_threads=threads)).load()
+    for name, (backend_class, options, kind) in VARIANTS.items():
+        backend = backend_class(comparison_model_dir(model_dir, kind, work.parent / "cpu_comparison_models"), spec, replace(options, num_threads=threads)).load()
         classifier = TextClassifier(tokenizer, backend, spec)
         row = {"variant": name, **measure(classifier.classify, speed_texts), "accuracy": round(accuracy(classifier, texts, gold), 4)}
+        row["batch_invariance_max_dp"] = round(batch_invariance(classifier, speed_texts, 16 if args.quick else 64), 6)
         rows.append(row)
         print(json.dumps(row), flush=True)
         for batch, length in grid:
@@ -125,10 +169,12 @@ def main() -> None:
     for row in rows:
         row["speedup_vs_stock"] = round(row["texts_per_s"] / baseline, 2)
         row["accuracy_delta_points"] = None if row["accuracy"] is None else round(100 * (row["accuracy"] - fp32_accuracy), 2)
-    print(f"\n{'variant':24} {'texts/s':>9} {'x stock':>8} {'p50 ms':>8} {'p99 ms':>8} {'accuracy':>9} {'Δ pts':>6}")
+    print(f"\n{'variant':28} {'texts/s':>9} {'x stock':>8} {'p50 ms':>8} {'p99 ms':>8} {'accuracy':>9} {'Δ pts':>6} {'max |Δp| batched':>17}")
     for row in rows:
-        print(f"{row['variant']:24} {row['texts_per_s']:9.1f} {row['speedup_vs_stock']:8.2f} {row['batch_p50_ms']:8.1f} {row['batch_p99_ms']:8.1f} "
-              f"{row['accuracy'] if row['accuracy'] is not None else '-':>9} {row['accuracy_delta_points'] if row['accuracy_delta_points'] is not None else '-':>6}")  # fmt: skip
+        cells = [row["accuracy"], row["accuracy_delta_points"], row["batch_invariance_max_dp"]]
+        accuracy_cell, delta_cell, invariance_cell = ("-" if cell is None else cell for cell in cells)
+        print(f"{row['variant']:28} {row['texts_per_s']:9.1f} {row['speedup_vs_stock']:8.2f} {row['batch_p50_ms']:8.1f} {row['batch_p99_ms']:8.1f} "
+              f"{accuracy_cell:>9} {delta_cell:>6} {invariance_cell:>17}")  # fmt: skip
     for name, table in (("cpu_inprocess.csv", rows), ("cpu_grid.csv", grid_rows)):
         with (args.out / name).open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(table[0]))
@@ -136,6 +182,7 @@ def main() -> None:
             writer.writerows(table)
     plot(rows, args.out / "cpu_inprocess.png", threads)
     shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work.parent / "cpu_comparison_models", ignore_errors=True)
 
 
 def plot(rows: list[dict], path: Path, threads: int) -> None:

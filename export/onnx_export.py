@@ -20,6 +20,8 @@ import torch
 
 from handler import layout
 from handler.errors import ParityError, run_cli
+from export.quantize import add_arguments as add_quantization_arguments
+from export.quantize import quantize_from_args
 from handler.spec import ModelSpec
 from training.data import read_labelled_csv
 
@@ -138,34 +140,6 @@ def check_onnx_parity(
     return report
 
 
-def int8_from_onnx(onnx_path: Path) -> Path:
-    """Dynamic int8 quantization (per-channel weights) of the MatMuls with ONNX Runtime's quantizer -> model.int8.onnx.
-
-    Per-channel matters: per-tensor weights cost the default model 0.60 accuracy points, per-channel 0.35.
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    int8_path = Path(onnx_path).with_name(layout.INT8_ONNX_FILE)
-    quantize_dynamic(str(onnx_path), str(int8_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True)
-    return int8_path
-
-
-def argmax_agreement(candidate: Path, reference: Path, checkpoint: Path, texts: list[str], batch_size: int = 16) -> float:
-    """Share of texts on which two ONNX models pick the same label."""
-    import onnxruntime as ort
-
-    spec = ModelSpec.load(Path(reference).parent)
-    _, tokenizer = load_checkpoint(checkpoint)
-    sessions = [ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for path in (candidate, reference)]
-    same = 0
-    for first in range(0, len(texts), batch_size):
-        encoded = tokenizer(texts[first : first + batch_size], padding=True, truncation=True, max_length=spec.max_length, return_tensors="np", return_token_type_ids=True)
-        feeds = {name: encoded[name].astype(np.int64) for name in spec.input_names}
-        labels = [session.run([spec.output_name], feeds)[0].argmax(1) for session in sessions]
-        same += int((labels[0] == labels[1]).sum())
-    return same / len(texts)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/default/checkpoint"))
@@ -173,7 +147,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, help="longest sequence served (default 128, capped by the model's positions)")
     parser.add_argument("--texts", type=Path, default=Path("artifacts/data/dev.csv"), help="label,txt CSV with texts for the parity check")
     parser.add_argument("--tolerance", type=float, default=FP32_LOGIT_TOLERANCE)
-    parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8 weights) for the onnxruntime backend")
+    parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (calibrated static int8, see export.quantize)")
+    add_quantization_arguments(parser)
     args = parser.parse_args()
 
     onnx_path, spec = onnx_from_checkpoint(args.checkpoint, args.out_dir, args.max_length)
@@ -181,9 +156,7 @@ def main() -> None:
     report = check_onnx_parity(onnx_path, args.checkpoint, texts_for_parity(args.texts), tolerance=args.tolerance)
     print(report.summary())
     if args.int8:
-        int8_path = int8_from_onnx(onnx_path)
-        agreement = argmax_agreement(int8_path, onnx_path, args.checkpoint, texts_for_parity(args.texts))
-        print(f"wrote {int8_path} ({int8_path.stat().st_size / 2**20:.1f} MiB); argmax agreement with fp32 ONNX: {agreement:.2%}")
+        quantize_from_args(onnx_path, args.checkpoint, args)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,34 @@ DEFAULT_OPSET = 17
 
 
 @dataclass(frozen=True)
+class QuantizationRecord:
+    """How the archive's int8 ONNX was made, and what it cost: written by `export.quantize`."""
+
+    #: "static int8 (QDQ)": ONNX Runtime's quantize_static, fixed activation scales
+    method: str
+    #: weights per output channel (int8, symmetric), activations per tensor (uint8, from calibration)
+    per_channel: bool
+    calibrate_method: str
+    #: which texts fixed the activation scales: file name, how many, sampling seed
+    calibration_source: str
+    calibration_texts: int
+    seed: int
+    #: which MatMuls are int8 ("weights": the 6 projections per layer; attention's two MatMuls stay fp32)
+    quantized_ops: str
+    evaluation_source: str
+    evaluation_texts: int
+    accuracy_fp32: float
+    accuracy_int8: float
+    #: the largest accuracy loss (points) the export accepted
+    budget_points: float
+
+    @property
+    def loss_points(self) -> float:
+        """Accuracy points lost against the fp32 model (negative: int8 scored higher)."""
+        return round(100 * (self.accuracy_fp32 - self.accuracy_int8), 2)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """What every stage must agree on about the classifier's inputs and outputs."""
 
@@ -29,6 +57,8 @@ class ModelSpec:
     opset: int = DEFAULT_OPSET
     input_names: tuple[str, ...] = INPUT_NAMES
     output_name: str = OUTPUT_NAME
+    #: set when the export wrote an int8 ONNX (None: no int8 model)
+    quantization: QuantizationRecord | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -74,6 +104,8 @@ class ModelSpec:
         data["input_names"] = tuple(data["input_names"])
         for retired in ("onnx_file", "engine_file"):  # written by earlier versions; names live in handler/layout.py now
             data.pop(retired, None)
+        if data.get("quantization"):
+            data["quantization"] = QuantizationRecord(**data["quantization"])
         return cls(**data)
 
     @classmethod

@@ -20,24 +20,39 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_export(tiny_checkpoint, tmp_path_factory) -> Path:
-    """ONNX export (model.onnx, model.int8.onnx, serving_spec.json) of the tiny checkpoint."""
-    from export.onnx_export import int8_from_onnx, onnx_from_checkpoint
+def labelled_csv(tmp_path_factory) -> Path:
+    """A small label,txt CSV (the tiny model's labels) for calibration and accuracy checks."""
+    import csv
+
+    path = tmp_path_factory.mktemp("data") / "texts.csv"
+    rows = [("positive", "great value, would buy again"), ("negative", "broken on arrival, refund please"), ("neutral", "it arrived on monday"),
+            ("positive", "the staff were lovely and the room was spotless"), ("negative", "worst delivery experience ever"),
+            ("neutral", "the box is blue and weighs two kilos")] * 8  # fmt: skip
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("label", "txt"), *rows])
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_checkpoint, labelled_csv, tmp_path_factory) -> Path:
+    """ONNX export (model.onnx, calibrated static model.int8.onnx, serving_spec.json) of the tiny checkpoint.
+
+    The tiny model has random weights, so its accuracy means nothing: the budget is wide open here
+    (tests/export/test_quantize.py checks the budget itself)."""
+    from export.onnx_export import onnx_from_checkpoint
+    from export.quantize import static_int8_from_onnx
 
     out = tmp_path_factory.mktemp("tiny_export")
     onnx_path, _ = onnx_from_checkpoint(tiny_checkpoint, out, max_length=64)
-    int8_from_onnx(onnx_path)
+    static_int8_from_onnx(onnx_path, tiny_checkpoint, labelled_csv, labelled_csv, calibration_texts=32, budget_points=100)
     return out
 
 
 def tiny_mar_args(checkpoint, export_dir, engine, store) -> list[str]:
-    """build_mar.py arguments of the tests' archive: shipped defaults, a long batch delay, and fp32 ONNX.
-
-    fp32, because int8 activation scales depend on a batch's other texts, and these tests compare
-    served answers with in-process ones exactly (the int8 path is tested in tests/handler).
-    """
+    """build_mar.py arguments of the tests' archive: the shipped defaults (static int8 ONNX included), a
+    smaller batch and a long batch delay (so concurrent requests surely share batches)."""
     return ["--checkpoint", str(checkpoint), "--export-dir", str(export_dir), "--engine", str(engine),
-            "--out", str(store), "--batch-size", "16", "--max-batch-delay", "200", "--no-onnx-int8"]  # fmt: skip
+            "--out", str(store), "--batch-size", "16", "--max-batch-delay", "200"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +81,7 @@ def slow_model_store(tiny_checkpoint, tiny_export, tmp_path_factory) -> Path:
     store = tmp_path_factory.mktemp("slow") / "model_store"
     handler = Path(__file__).parent / "integration" / "slow_handler.py"
     args = ["--checkpoint", str(tiny_checkpoint), "--export-dir", str(tiny_export), "--out", str(store), "--model-name", "slow",
-            "--handler", str(handler), "--response-timeout", "5", "--batch-size", "4", "--max-batch-delay", "20", "--no-onnx-int8"]  # fmt: skip
+            "--handler", str(handler), "--response-timeout", "5", "--batch-size", "4", "--max-batch-delay", "20"]  # fmt: skip
     build_archive(build_mar.parse_args(args))
     return store
 

@@ -21,7 +21,7 @@ def test_archive_carries_the_whole_handler_tree(tiny_model_store):
     names = set(zipfile.ZipFile(tiny_model_store / "bert_trt.mar").namelist())
     sources = {str(path.relative_to(Path(layout.__file__).parent.parent)) for path in Path(layout.__file__).parent.rglob("*.py")}
     assert sources <= names, f"missing from the .mar: {sorted(sources - names)}"
-    assert {layout.HANDLER_ENTRY, layout.SPEC_FILE, layout.ONNX_FILE, layout.ENGINE_FILE, layout.ENGINE_SIDECAR_FILE} <= names
+    assert {layout.HANDLER_ENTRY, layout.SPEC_FILE, layout.INT8_ONNX_FILE, layout.ENGINE_FILE, layout.ENGINE_SIDECAR_FILE} <= names
     assert not any("__pycache__" in name for name in names)
 
 
@@ -30,7 +30,7 @@ def test_model_config_holds_the_complete_handler_section(tiny_model_store):
     config = yaml.safe_load(archive.read(layout.MODEL_CONFIG_FILE))
     assert set(config["handler"]) == set(HandlerSettings().to_model_yaml())
     settings = HandlerSettings.from_model_yaml(config)
-    assert settings.onnxruntime.int8 is False  # the tests' archive is built with --no-onnx-int8
+    assert settings.onnxruntime.int8 is True  # the shipped default: the calibrated int8 ONNX
     assert (config["batchSize"], config["maxBatchDelay"]) == (16, 200)
 
 

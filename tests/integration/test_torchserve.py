@@ -45,13 +45,13 @@ def test_mar_with_an_engine_falls_back_to_cpu_and_logs_why(torchserve, tiny_mode
     import zipfile
 
     names = zipfile.ZipFile(tiny_model_store / "bert_trt.mar").namelist()
-    assert {layout.ENGINE_FILE, layout.ENGINE_SIDECAR_FILE, layout.ONNX_FILE, layout.SPEC_FILE, "handler/backends/tensorrt.py"} <= set(names)
-    assert layout.INT8_ONNX_FILE not in names  # only the ONNX file the worker runs is packed
+    assert {layout.ENGINE_FILE, layout.ENGINE_SIDECAR_FILE, layout.INT8_ONNX_FILE, layout.SPEC_FILE, "handler/backends/tensorrt.py"} <= set(names)
+    assert layout.ONNX_FILE not in names  # only the ONNX file the worker runs is packed
     assert torchserve.predict("which backend answers?").json()["backend"] == "onnxruntime"
     log = (torchserve.log_dir / "model_log.log").read_text(errors="replace")
     assert "backend tensorrt skipped: no CUDA device visible to this worker" in log
     assert "backend torch_cuda skipped: no CUDA device visible to this worker" in log
-    assert "bert_trt ready: {'backend': 'onnxruntime', 'model': 'model.onnx'" in log
+    assert "bert_trt ready: {'backend': 'onnxruntime', 'model': 'model.int8.onnx'" in log
     assert [v for v in metric_values(torchserve.log_dir, "ActiveBackend")] , "ActiveBackend metric missing"
 
 
@@ -131,3 +131,18 @@ def test_register_is_refused_while_model_api_is_off(torchserve):
     )
     assert response.status_code >= 400
     assert "model api" in json.dumps(response.json()).lower() or response.status_code == 405
+
+
+def test_a_text_gets_the_same_answer_alone_and_inside_any_batch(torchserve):
+    """Batch invariance of the shipped CPU path (calibrated int8): the same text, alone and batched with
+    short and long neighbours by TorchServe, gets probabilities within 1e-4."""
+    text = "the room was fine but the breakfast was cold and the staff seemed tired"
+    alone = torchserve.predict(text).json()["probabilities"]
+    neighbours = ["ok", "terrible " * 60, "great value, would buy again", "x", "a medium length sentence about a parcel"] * 3
+    for round_ in range(3):
+        payloads = neighbours[round_:] + [text] + neighbours[:round_]
+        responses = _post_all(torchserve, payloads, workers=len(payloads))
+        answer = responses[payloads.index(text)].json()["probabilities"]
+        assert max(abs(answer[label] - alone[label]) for label in alone) <= 1e-4, (alone, answer)
+    batch_sizes = [v for v in metric_values(torchserve.log_dir, "BatchSize") if v > 1]
+    assert batch_sizes, "the text was never batched with others"

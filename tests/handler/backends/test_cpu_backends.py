@@ -98,3 +98,25 @@ def test_a_failed_warm_up_closes_the_backend_and_the_next_one_loads(model_dir, m
     settings = HandlerSettings(backend="onnxruntime", torch_cpu=TorchCpuOptions(num_threads=1))
     backend, skipped = choose_backend(settings, model_dir, ModelSpec.load(model_dir))
     assert backend.name == "torch_cpu" and skipped == ["backend onnxruntime failed to load: RuntimeError: warm-up crashed"]
+
+
+@pytest.mark.parametrize("backend_class, int8", [(OnnxRuntimeBackend, True), (OnnxRuntimeBackend, False), (TorchCpuBackend, False)])
+def test_a_text_gets_the_same_probabilities_in_any_batch(model_dir, backend_class, int8):
+    """What every CPU backend that can be the default must promise (|Δp| <= 1e-4)."""
+    classifier = classifier_for(model_dir, backend_class, int8=int8, sub_batch=4)
+    alone = torch.softmax(classifier.logits(TEXTS[1:2]), -1)[0]
+    for mates in (TEXTS, TEXTS[::-1], TEXTS[1:2] + ["a"] * 9, ["word " * 50] * 3 + TEXTS[1:2]):
+        batched = torch.softmax(classifier.logits(mates), -1)[mates.index(TEXTS[1])]
+        assert (batched - alone).abs().max() <= 1e-4
+
+
+def test_dynamic_int8_is_not_batch_invariant_which_is_why_it_is_not_shipped(model_dir, tmp_path):
+    """The dynamic quantizer (activation scales per forward pass) moves a text's answer with its neighbours."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dynamic_dir = model_dir_like_mar(model_dir / layout.CHECKPOINT_DIR, model_dir, tmp_path)
+    quantize_dynamic(str(model_dir / layout.ONNX_FILE), str(dynamic_dir / layout.INT8_ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+    classifier = classifier_for(dynamic_dir, OnnxRuntimeBackend, int8=True)
+    alone = torch.softmax(classifier.logits(TEXTS[1:2]), -1)[0]
+    batched = torch.softmax(classifier.logits(["word " * 50] * 3 + TEXTS[1:2]), -1)[3]
+    assert (batched - alone).abs().max() > 1e-4
