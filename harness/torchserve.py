@@ -209,8 +209,13 @@ class TorchServe:
         return response
 
     def is_ready(self, model_names: list[str]) -> bool:
-        """Each model has a READY worker (the readiness probe of ops.health)."""
-        if not (self.workdir / KEY_FILE).is_file():
+        """The inference and management ports answer, and each model has a READY worker (ops.health's probes)."""
+        if not (self.workdir / KEY_FILE).is_file() or not health.live(self.inference_url).healthy:
+            return False
+        try:
+            if self.request("GET", f"{self.management_url}/models", "management", timeout=5).status_code != 200:
+                return False
+        except (requests.ConnectionError, BertTrtError):
             return False
         return health.ready(self.management_url, self.workdir, model_names).healthy
 
