@@ -14,7 +14,7 @@ DEMO_TEXT ?= I absolutely love this, it is the best purchase I have made all yea
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: serve setup test predict stop mar export train bench bench-mars clean help
+.PHONY: serve setup test test-docker docker-image predict stop mar export train bench bench-mars clean help
 
 help:
 	@sed -n '2,5p' Makefile
@@ -50,6 +50,13 @@ $(MAR): $(EXPORT_DIR)/model.onnx $(shell find handler -name '*.py') build_mar.py
 
 test: setup  ## the test command (CI runs exactly this)
 	$(BIN)/python -m pytest
+
+test-docker: setup  ## build and run the Docker image for real (CI runs it after `make test`)
+	$(BIN)/python -m pytest -m docker tests/docker
+
+docker-image: setup $(MAR)  ## the CPU image of the default model (local debootstrap base; see docker/build.sh)
+	docker/ensure_engine.sh
+	docker/build.sh --local-base
 
 bench-mars: $(MAR)  ## archives the benchmarks compare: stock-style baseline, 2-worker bert_trt
 	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --handler bench/stock_handler.py --model-name bert_stock
