@@ -175,9 +175,9 @@ class TorchServe:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / "torchserve_console.log").open("ab") as console:  # the server outlives us: not our stdout
             subprocess.run(command, cwd=self.workdir, env=self.env(), check=True, stdout=console, stderr=subprocess.STDOUT)
-        if renew_keys:
-            self.start_key_renewer()
         self.wait_ready(self.model_names, timeout)
+        if renew_keys:  # after the key file exists
+            self.start_key_renewer()
         self.process_tree = self.running_processes()
         return self
 
