@@ -79,15 +79,18 @@ def main() -> None:
     parser.add_argument("--client-processes", type=int, default=8)
     parser.add_argument("--max-requests", type=int, default=30000)
     parser.add_argument("--max-seconds", type=float, default=12)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/gpu_ts"), help="scratch folder (models, archives, TorchServe's logs)")
+    parser.add_argument("--configs", nargs="+", default=[f"{w}x{b}x{d}" for w, b, d in CONFIGS], help="workers x batchSize x maxBatchDelay, e.g. 4x64x10")
     args = parser.parse_args()
     import build_mar
     from export.mar import build_mar as build_archive
 
     _, texts = read_labelled_csv(args.texts)
-    work = Path("/tmp/gpu_ts")
+    work = args.work
     checkpoint = make_model(args.tokenizer, work / "checkpoint")
     store = work / "model_store"
-    for workers in sorted({w for w, _, _ in CONFIGS}):
+    chosen = [tuple(int(part) for part in config.split("x")) for config in args.configs]
+    for workers in sorted({w for w, _, _ in chosen}):
         build_archive(build_mar.parse_args(["--checkpoint", str(checkpoint), "--out", str(store), "--model-name", f"bert_trt_w{workers}",
                                                   "--min-workers", str(workers), "--max-workers", str(workers)]))  # fmt: skip
 
@@ -127,13 +130,25 @@ def main() -> None:
 
         return finish
 
-    configs = [Config(f"bert_trt_w{w}", f"bert_trt_w{w}.mar", batch, delay, w) for w, batch, delay in CONFIGS]
+    configs = [Config(f"bert_trt_w{w}", f"bert_trt_w{w}.mar", batch, delay, w) for w, batch, delay in chosen]
     rows = run_configs(store, configs, args.concurrency, texts, args.max_requests, args.max_seconds, work / "ts",
                        processes=args.client_processes, overrides={"metrics_mode": "prometheus"}, level_probe=frontend_costs)  # fmt: skip
     for row in rows:
         row["ratio_to_inprocess"] = round(row["throughput_rps"] / inprocess["texts_per_s"], 2)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_torchserve.json").write_text(json.dumps({"inprocess": inprocess, "rows": rows, "gpu": torch.cuda.get_device_name(0)}, indent=1))
+    placement = workers_per_gpu(work / "ts" / "logs" / "model_log.log")
+    print(json.dumps({"workers_per_gpu": placement}), flush=True)
+    report = {"inprocess": inprocess, "rows": rows, "gpu": torch.cuda.get_device_name(0), "gpus_visible": torch.cuda.device_count(), "workers_per_gpu": placement}
+    (args.out / "gpu_torchserve.json").write_text(json.dumps(report, indent=1))
+
+
+def workers_per_gpu(model_log: Path) -> dict[str, int]:
+    """How many workers came up on each GPU (from the handler's "bert_trt ready" log lines)."""
+    counts: dict[str, int] = {}
+    if model_log.is_file():
+        for gpu in re.findall(r"bert_trt ready: \{'backend': 'torch_cuda', 'gpu_id': (\d+)", model_log.read_text(errors="replace")):
+            counts[gpu] = counts.get(gpu, 0) + 1
+    return counts
 
 
 if __name__ == "__main__":

@@ -124,6 +124,7 @@ class TorchCudaBackend(Backend):
     def describe(self):
         return {
             "backend": self.name,
+            "gpu_id": self.gpu_id,
             "device": torch.cuda.get_device_name(self.device),
             "dtype": self.options.dtype,
             "model": "fused BERT" if self.model.fused else "Hugging Face",
