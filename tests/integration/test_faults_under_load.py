@@ -3,6 +3,7 @@ answered wrong, only the requests in flight at the fault fail, and the server re
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -21,8 +22,6 @@ THREADS = 8
 def correct(outcomes, reference_classifier) -> list[str]:
     """Descriptions of 200 answers that differ from the in-process reference (none expected)."""
     expected = {text: answer for text, answer in zip(TEXTS, reference_classifier.classify(TEXTS))}
-    import json
-
     wrong = []
     for outcome in outcomes:
         if outcome.status == 200:

@@ -3,8 +3,6 @@ no request text in the logs."""
 
 from __future__ import annotations
 
-import json
-
 import requests
 
 from harness.models import LABELS
