@@ -48,10 +48,9 @@ def memory_sample(server: TorchServe) -> dict:
     jstat = shutil.which("jstat")
     if jstat:
         result = subprocess.run([jstat, "-gc", str(frontend.pid)], capture_output=True, text=True, timeout=10)
-        lines = result.stdout.split()
-        if result.returncode == 0 and lines:
-            header, values = result.stdout.splitlines()[0].split(), result.stdout.splitlines()[1].split()
-            used = dict(zip(header, values))
+        lines = result.stdout.splitlines()
+        if result.returncode == 0 and len(lines) >= 2:
+            used = dict(zip(lines[0].split(), lines[1].split()))  # KiB per heap region
             sample["frontend_heap_mib"] = sum(float(used[k]) for k in ("S0U", "S1U", "EU", "OU") if k in used) / 1024
     return sample
 
@@ -106,12 +105,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench_results")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    server = TorchServe(workdir=args.out / "ts_soak", model_store=args.store)
-    try:
-        server.start()
+    with TorchServe(workdir=args.out / "ts_soak", model_store=args.store).running() as server:
         report = run_soak(server, args.minutes * 60, args.concurrency, sample_every_s=5)
-    finally:
-        server.stop()
     (args.out / "soak.json").write_text(json.dumps(report, indent=1))
     with (args.out / "soak.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(report["samples"][0]))

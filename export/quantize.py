@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -104,16 +105,14 @@ def static_int8_from_onnx(
         raise DataError(f"{evaluation_csv} has labels {sorted(unknown)} that the model does not know ({spec.labels})")
 
     int8_path = onnx_path.with_name(layout.INT8_ONNX_FILE)
-    prepared = onnx_path.with_name("model.int8.preprocessed.onnx")
-    quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-    try:
+    with tempfile.TemporaryDirectory(prefix="bert_trt_int8_") as tmp:  # the shape-inferred copy is scratch
+        prepared = Path(tmp) / layout.ONNX_FILE
+        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared), str(int8_path), _TokenizedBatches(tokenizer, spec, calibration),
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             op_types_to_quantize=["MatMul"], nodes_to_quantize=weight_matmuls(prepared), calibrate_method=CalibrationMethod.MinMax,
         )  # fmt: skip
-    finally:
-        prepared.unlink(missing_ok=True)
     record = QuantizationRecord(
         method=METHOD, per_channel=True, calibrate_method="MinMax", calibration_source=Path(calibration_csv).name,
         calibration_texts=len(calibration), seed=seed, quantized_ops="weights", evaluation_source=Path(evaluation_csv).name,

@@ -25,8 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import requests
@@ -180,6 +182,15 @@ class TorchServe:
             self.start_key_renewer()
         self.process_tree = self.running_processes()
         return self
+
+    @contextmanager
+    def running(self, timeout: float = 240, renew_keys: bool = True) -> Iterator["TorchServe"]:
+        """`start`, yield the server, and always stop it (killing whatever a stop leaves), even when the body fails."""
+        try:
+            yield self.start(timeout, renew_keys)
+        finally:
+            if self.stop():
+                self.kill()
 
     def running_processes(self) -> list[psutil.Process]:
         """The frontend named in the pid file and its children (empty if none runs)."""

@@ -113,13 +113,8 @@ def torchserve(tiny_model_store, tmp_path_factory):
     """TorchServe started with the shipped config.properties (model API off, token auth on)."""
     from harness.torchserve import TorchServe
 
-    server = TorchServe(workdir=tmp_path_factory.mktemp("ts_run"), model_store=tiny_model_store)
-    try:
-        server.start()
+    with TorchServe(workdir=tmp_path_factory.mktemp("ts_run"), model_store=tiny_model_store).running() as server:
         yield server
-    finally:
-        if server.stop():
-            server.kill()
 
 
 def pytest_collection_modifyitems(config, items):

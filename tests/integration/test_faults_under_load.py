@@ -35,23 +35,16 @@ def correct(outcomes, reference_classifier) -> list[str]:
 @pytest.fixture(scope="module")
 def server(tiny_model_store, tmp_path_factory):
     """TorchServe with the tests' archive and the model API on (to register copies)."""
-    instance = TorchServe(workdir=tmp_path_factory.mktemp("ts_faults"), model_store=tiny_model_store, enable_model_api=True)
-    try:
-        yield instance.start()
-    finally:
-        if instance.stop():
-            instance.kill()
+    with TorchServe(workdir=tmp_path_factory.mktemp("ts_faults"), model_store=tiny_model_store, enable_model_api=True).running() as instance:
+        yield instance
 
 
 @pytest.fixture(scope="module")
 def slow_server(slow_model_store, tmp_path_factory):
     """TorchServe with slow.mar (responseTimeout 5 s) and a job queue of 4 requests."""
     instance = TorchServe(workdir=tmp_path_factory.mktemp("ts_slow"), model_store=slow_model_store, models=["slow=slow.mar"], overrides={"job_queue_size": "4"})
-    try:
-        yield instance.start()
-    finally:
-        if instance.stop():
-            instance.kill()
+    with instance.running():
+        yield instance
 
 
 def test_worker_killed_under_load_loses_only_its_in_flight_requests(server, reference_classifier, record_property):

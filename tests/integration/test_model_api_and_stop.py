@@ -12,12 +12,8 @@ from harness.models import LABELS
 
 @pytest.fixture(scope="module")
 def model_api_server(tiny_model_store, tmp_path_factory):
-    server = TorchServe(workdir=tmp_path_factory.mktemp("ts_api"), model_store=tiny_model_store, models=[], enable_model_api=True)
-    try:
-        yield server.start()
-    finally:
-        if server.stop():
-            server.kill()
+    with TorchServe(workdir=tmp_path_factory.mktemp("ts_api"), model_store=tiny_model_store, models=[], enable_model_api=True).running() as server:
+        yield server
 
 
 def test_register_predict_unregister(model_api_server):

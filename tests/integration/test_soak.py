@@ -10,13 +10,8 @@ from harness.torchserve import TorchServe
 
 @pytest.mark.slow
 def test_short_soak_of_mixed_requests_has_no_unexpected_answer(tiny_model_store, tmp_path, record_property):
-    server = TorchServe(workdir=tmp_path, model_store=tiny_model_store)
-    try:
-        server.start()
+    with TorchServe(workdir=tmp_path, model_store=tiny_model_store).running() as server:
         report = run_soak(server, seconds=40, concurrency=4)
-    finally:
-        if server.stop():
-            server.kill()
     summary = {k: v for k, v in report.items() if k != "samples"}
     record_property("soak", summary)
     print(f"\nsoak: {summary}")

@@ -21,9 +21,7 @@ def test_keys_renewed_before_they_expire_keep_our_client_working(tiny_model_stor
     """1-minute keys: the renewer keeps the inference key fresh and our client (which re-reads the key and
     retries once) never fails; the replaced key is refused; the management key, left to expire, is refused
     until the API key renews it."""
-    server = TorchServe(workdir=tmp_path, model_store=tiny_model_store, overrides={"token_expiration_min": "1"})
-    try:
-        server.start(renew_keys=False)
+    with TorchServe(workdir=tmp_path, model_store=tiny_model_store, overrides={"token_expiration_min": "1"}).running(renew_keys=False) as server:
         first = read_keys(tmp_path)
         assert 45 < first["inference"].seconds_left() <= 61
         server.start_key_renewer(kinds=("inference",))
@@ -42,19 +40,12 @@ def test_keys_renewed_before_they_expire_keep_our_client_working(tiny_model_stor
         assert renew_key(server.management_url, tmp_path, "management") != first["management"].value
         assert server.request("GET", f"{server.management_url}/models", "management").status_code == 200
         record_property("token_renewal", f"{len(statuses)} requests over {len(statuses)} s with 1-minute keys, all 200")
-    finally:
-        if server.stop():
-            server.kill()
 
 
 @pytest.fixture(scope="module")
 def api_server(tiny_model_store, tmp_path_factory):
-    server = TorchServe(workdir=tmp_path_factory.mktemp("ts_health"), model_store=tiny_model_store, enable_model_api=True)
-    try:
-        yield server.start()
-    finally:
-        if server.stop():
-            server.kill()
+    with TorchServe(workdir=tmp_path_factory.mktemp("ts_health"), model_store=tiny_model_store, enable_model_api=True).running() as server:
+        yield server
 
 
 def probe(server: TorchServe, *args: str) -> subprocess.CompletedProcess:
