@@ -27,6 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 
 from training.data import read_labelled_csv
+from export.mar import TorchServeSettings
 from harness.torchserve import TorchServe
 
 
@@ -220,8 +221,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--max-requests", type=int, default=1500, help="per concurrency level")
     parser.add_argument("--max-seconds", type=float, default=60, help="per concurrency level")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-batch-delay", type=int, default=10)
+    shipped = TorchServeSettings()  # measure what build_mar.py ships unless told otherwise
+    parser.add_argument("--batch-size", type=int, default=shipped.batch_size)
+    parser.add_argument("--max-batch-delay", type=int, default=shipped.max_batch_delay_ms)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "bench_results")
     parser.add_argument("--quick", action="store_true", help="smoke: concurrency 1 and 8, 40 requests each")
