@@ -14,7 +14,7 @@ DEMO_TEXT ?= I absolutely love this, it is the best purchase I have made all yea
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: serve setup test test-docker docker-image predict stop mar export train bench bench-mars clean help
+.PHONY: serve setup test test-docker docker-image gpu-mar docker-image-gpu predict stop mar export train bench bench-mars bench-triton-env bench-peers kserve clean help
 
 help:
 	@sed -n '2,5p' Makefile
@@ -58,6 +58,15 @@ docker-image: setup $(MAR)  ## the CPU image of the default model (local deboots
 	docker/ensure_engine.sh
 	docker/build.sh --local-base
 
+GPU_MAR := model_store/gpu/bert_trt.mar
+gpu-mar: $(GPU_MAR)  ## the GPU-shaped archive: fp32 model.onnx for the engine build, 4 workers x batch 64 x 10 ms
+$(GPU_MAR): $(EXPORT_DIR)/model.onnx $(shell find handler -name '*.py') build_mar.py export/mar.py
+	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --export-dir $(EXPORT_DIR) --out model_store/gpu --no-onnx-int8 \
+		--batch-size 64 --max-batch-delay 10 --min-workers 4 --max-workers 4
+
+docker-image-gpu: setup $(GPU_MAR)  ## the GPU image (NVIDIA's TensorRT base from nvcr.io: needs that registry)
+	docker/build.sh --gpu
+
 bench-mars: $(MAR)  ## archives the benchmarks compare: stock-style baseline, 2-worker bert_trt
 	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --handler bench/stock_handler.py --model-name bert_stock
 	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --export-dir $(EXPORT_DIR) --model-name bert_trt_w2 --min-workers 2 --max-workers 2
@@ -66,6 +75,20 @@ bench: setup bench-mars  ## the CPU benchmark suite (tens of minutes); results i
 	$(BIN)/python -m bench.inprocess_cpu
 	$(BIN)/python -m bench.load_test
 	$(BIN)/python -m bench.config_sweep
+
+TRITON_VENV := .venv-triton
+bench-triton-env: $(TRITON_VENV)/.installed  ## the Triton peer's environment (PyTriton 0.7 = tritonserver 2.51)
+$(TRITON_VENV)/.installed: bench/requirements-triton.txt
+	/usr/bin/python3.11 -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet pip==25.3
+	$(TRITON_VENV)/bin/python -m pip install --quiet -r bench/requirements-triton.txt
+	touch $@
+
+bench-peers: setup bench-mars bench-triton-env  ## ours vs Triton vs the stock archive, same client, same run
+	$(BIN)/python -m bench.peer_comparison
+
+kserve: setup $(MAR)  ## the same archive behind KServe's model server (v1 + v2 REST) on 127.0.0.1:8085
+	$(BIN)/python -m kserve_server --mar $(MAR) --http-port 8085
 
 predict:
 	$(BIN)/python -m harness.torchserve predict "$(DEMO_TEXT)"

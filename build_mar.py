@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> MarRequest:
     parser.add_argument("--max-length", type=int, help="truncate texts to this many tokens (default: the spec's, 128)")
     parser.add_argument("--num-threads", type=int, help="CPU threads per worker (default: cores / minWorkers)")
     parser.add_argument("--onnx-int8", action=argparse.BooleanOptionalAction, default=defaults.onnxruntime.int8, help="onnxruntime runs model.int8.onnx when the archive has it")
+    parser.add_argument("--onnx-spinning", action=argparse.BooleanOptionalAction, default=defaults.onnxruntime.spinning, help="ONNX Runtime threads spin while idle")
     parser.add_argument("--cpu-sub-batch", type=int, default=defaults.onnxruntime.sub_batch, help="CPU backends: texts per forward pass, length-sorted")
     parser.add_argument("--batch-size", type=int, default=serving.batch_size, help="TorchServe batchSize")
     parser.add_argument("--max-batch-delay", type=int, default=serving.max_batch_delay_ms, help="TorchServe maxBatchDelay (ms)")
@@ -45,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> MarRequest:
     handler = HandlerSettings(
         backend=args.backend,
         max_length=args.max_length,
-        onnxruntime=OnnxRuntimeOptions(int8=args.onnx_int8, **cpu),
+        onnxruntime=OnnxRuntimeOptions(int8=args.onnx_int8, spinning=args.onnx_spinning, **cpu),
         torch_cpu=TorchCpuOptions(**cpu),
     )
     torchserve = TorchServeSettings(

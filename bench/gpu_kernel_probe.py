@@ -175,7 +175,7 @@ def main() -> None:
                 continue
             row = {"variant": name, "batch": batch, "seq": length, "build_s": round(time.perf_counter() - start, 1)}
             if (batch, length) == (32, 128) and masked:
-                probabilities = torch.softmax(captured.run(check, batch, length), -1)
+                probabilities = torch.softmax(captured.run({k: v.numpy() for k, v in check.items()}, batch, length), -1)
                 row["max_abs_prob_diff"] = round(float((probabilities - reference).abs().max()), 5)
                 row["argmax_agreement"] = float((probabilities.argmax(-1) == reference.argmax(-1)).float().mean())
             replay = replay_ms(captured)

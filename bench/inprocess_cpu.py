@@ -31,10 +31,12 @@ REPO = Path(__file__).resolve().parent.parent
 from bench.timing import full_batch, median_wall_ms
 from training.data import read_labelled_csv
 from handler import layout
-from handler.backends import OnnxRuntimeBackend, TorchCpuBackend
-from handler.classifier import TextClassifier, load_tokenizer
+from handler.backends.onnxruntime import OnnxRuntimeBackend
+from handler.backends.torch_cpu import TorchCpuBackend
+from handler.classifier import TextClassifier, softmax
 from handler.settings import OnnxRuntimeOptions, TorchCpuOptions
 from handler.spec import ModelSpec
+from handler.tokenizer import load_tokenizer
 from harness.models import model_dir_like_mar
 
 #: name: (backend, options, model folder: "shipped" (the export), "dynamic" (dynamic int8 made here), "fused" (optimizer output made here))
@@ -79,9 +81,9 @@ def batch_invariance(classifier: TextClassifier, texts: list[str], checked: int 
     for index in range(min(checked, len(texts))):
         first = (index // 32) * 32
         batch = texts[first : first + 32]
-        alone = torch.softmax(classifier.logits([texts[index]]), -1)[0]
-        together = torch.softmax(classifier.logits(batch), -1)[index - first]
-        worst = max(worst, float((alone - together).abs().max()))
+        alone = softmax(classifier.logits([texts[index]]))[0]
+        together = softmax(classifier.logits(batch))[index - first]
+        worst = max(worst, float(np.abs(alone - together).max()))
     return worst
 
 

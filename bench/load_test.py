@@ -60,34 +60,51 @@ def unregister(server: TorchServe, config: Config) -> None:
     server.request("DELETE", f"{server.management_url}/models/{config.name}", "management", timeout=120)
 
 
-def _client_process(port: int, token: str, model: str, texts: list[str], threads: int, max_requests: int, max_seconds: float, seed: int) -> tuple[list[float], int]:
+@dataclass(frozen=True)
+class Target:
+    """Where a load level sends its requests: one HTTP endpoint on 127.0.0.1, and the bodies to cycle through."""
+
+    port: int
+    path: str
+    headers: dict[str, str]
+    bodies: list[bytes]
+
+
+def torchserve_target(server: TorchServe, model: str, texts: list[str]) -> Target:
+    """Plain-text requests to TorchServe's `/predictions/{model}` with the current inference key."""
+    port = int(server.inference_url.rsplit(":", 1)[1])
+    headers = {"Authorization": f"Bearer {server.token()}", "Content-Type": "text/plain; charset=utf-8"}
+    return Target(port, f"/predictions/{model}", headers, [text.encode("utf-8") for text in texts])
+
+
+def _client_process(target: Target, threads: int, max_requests: int, max_seconds: float, seed: int) -> tuple[list[float], int]:
     """`threads` client threads, each with one keep-alive connection, until the request or time budget is spent."""
     latencies: list[float] = []
     errors = [0]
     counter = [0]
     lock = threading.Lock()
     deadline = time.perf_counter() + max_seconds
+    bodies = target.bodies
 
     def client(worker: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain; charset=utf-8"}
+        connection = http.client.HTTPConnection("127.0.0.1", target.port, timeout=120)
         while time.perf_counter() < deadline:
             with lock:
                 if counter[0] >= max_requests:
                     return
                 index = counter[0]
                 counter[0] += 1
-            body = texts[(index * 7919 + worker * 31 + seed) % len(texts)].encode("utf-8")
+            body = bodies[(index * 7919 + worker * 31 + seed) % len(bodies)]
             start = time.perf_counter()
             try:
-                connection.request("POST", f"/predictions/{model}", body=body, headers=headers)
+                connection.request("POST", target.path, body=body, headers=target.headers)
                 response = connection.getresponse()
                 response.read()
                 ok = response.status == 200
             except (OSError, http.client.HTTPException):
                 ok = False
                 connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                connection = http.client.HTTPConnection("127.0.0.1", target.port, timeout=120)
             elapsed = (time.perf_counter() - start) * 1000
             with lock:
                 latencies.append(elapsed)
@@ -101,20 +118,19 @@ def _client_process(port: int, token: str, model: str, texts: list[str], threads
     return latencies, errors[0]
 
 
-def run_level(server: TorchServe, model: str, texts: list[str], concurrency: int, max_requests: int, max_seconds: float, processes: int = 1) -> dict:
+def run_level(target: Target, concurrency: int, max_requests: int, max_seconds: float, processes: int = 1) -> dict:
     """`concurrency` clients in total, spread over `processes` client processes (one process is GIL-bound)."""
-    port = int(server.inference_url.rsplit(":", 1)[1])
     processes = max(1, min(processes, concurrency))
     shares = [(concurrency // processes + (i < concurrency % processes), max_requests // processes + (i < max_requests % processes)) for i in range(processes)]
     start = time.perf_counter()
     if processes == 1:
-        results = [_client_process(port, server.token(), model, texts, concurrency, max_requests, max_seconds, 0)]
+        results = [_client_process(target, concurrency, max_requests, max_seconds, 0)]
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = [pool.submit(_client_process, port, server.token(), model, texts, threads, requests_, max_seconds, i) for i, (threads, requests_) in enumerate(shares)]
+            futures = [pool.submit(_client_process, target, threads, requests_, max_seconds, i) for i, (threads, requests_) in enumerate(shares)]
             results = [future.result() for future in futures]
     seconds = time.perf_counter() - start
     values = np.array([latency for latencies, _ in results for latency in latencies])
@@ -171,11 +187,11 @@ def run_configs(
             register(server, config)
             register_s = round(time.perf_counter() - started, 1)
             try:
-                run_level(server, config.name, texts, min(32, max(concurrencies)), 64 * processes, 30, processes)  # warm-up
+                run_level(torchserve_target(server, config.name, texts), min(32, max(concurrencies)), 64 * processes, 30, processes)  # warm-up
                 for concurrency in concurrencies:
                     finish_probe = level_probe(server) if level_probe else None
                     row = {"config": config.label, "register_s": register_s,
-                           **run_level(server, config.name, texts, concurrency, max_requests, max_seconds, processes)}  # fmt: skip
+                           **run_level(torchserve_target(server, config.name, texts), concurrency, max_requests, max_seconds, processes)}  # fmt: skip
                     row["worker_peak_rss_mib"] = worker_peak_rss_mib(server)
                     if finish_probe:
                         row.update(finish_probe())
@@ -193,7 +209,7 @@ def write_results(rows: list[dict], out: Path, stem: str, title: str) -> None:
     """CSV plus a latency-vs-throughput plot, one line per configuration."""
     out.mkdir(parents=True, exist_ok=True)
     with (out / f"{stem}.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), restval="")
         writer.writeheader()
         writer.writerows(rows)
     import matplotlib
@@ -224,7 +240,7 @@ def main() -> None:
     shipped = TorchServeSettings()  # measure what build_mar.py ships unless told otherwise
     parser.add_argument("--batch-size", type=int, default=shipped.batch_size)
     parser.add_argument("--max-batch-delay", type=int, default=shipped.max_batch_delay_ms)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=shipped.min_workers, help="bert_trt's workers (the stock archive gets 1)")
     parser.add_argument("--out", type=Path, default=REPO / "bench_results")
     parser.add_argument("--quick", action="store_true", help="smoke: concurrency 1 and 8, 40 requests each")
     args = parser.parse_args()
@@ -233,7 +249,7 @@ def main() -> None:
 
     _, texts = read_labelled_csv(args.test_csv)
     configs = [
-        Config("bert_stock", "bert_stock.mar", args.batch_size, args.max_batch_delay, args.workers),
+        Config("bert_stock", "bert_stock.mar", args.batch_size, args.max_batch_delay, 1),
         Config("bert_trt", "bert_trt.mar", args.batch_size, args.max_batch_delay, args.workers),
     ]
     missing = [c.mar for c in configs if not (args.store / c.mar).is_file()]

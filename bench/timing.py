@@ -5,13 +5,13 @@ from __future__ import annotations
 import statistics
 import time
 
-import torch
+import numpy as np
 
 
-def full_batch(batch: int, length: int) -> dict[str, torch.Tensor]:
+def full_batch(batch: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Random token ids, no padding: the synthetic (batch x length) input of the grid benchmarks."""
-    ids = torch.randint(1000, 20000, (batch, length))
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    ids = np.random.default_rng(seed).integers(1000, 20000, (batch, length), dtype=np.int64)
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
 
 
 def median_wall_ms(call, iterations: int, warmup: int = 0) -> float:

@@ -33,14 +33,17 @@ HANDLER_SOURCE = REPO / layout.HANDLER_PACKAGE
 class TorchServeSettings:
     """TorchServe's per-model settings written to model-config.yaml.
 
-    Defaults picked by bench/config_sweep.py on the 2-core CPU machine (see README): the lowest p99 at
-    concurrency 1 among configurations within 80% of the best throughput.
+    Defaults measured on the 2-core CPU machine against the Triton peer (bench/peer_comparison.py, see
+    README): two workers, each free to use every core when alone (ONNX Runtime threads do not spin, see
+    HandlerSettings.for_workers), and a 1 ms batch window. TorchServe 0.12 takes whatever is queued and
+    then waits up to maxBatchDelay for more; 1 ms is its shortest useful window (with 0 it sends at most
+    two requests per batch), so a lone request is not held for long and a loaded worker still gets full batches.
     """
 
     batch_size: int = 32
-    max_batch_delay_ms: int = 5
-    min_workers: int = 1
-    max_workers: int = 1
+    max_batch_delay_ms: int = 1
+    min_workers: int = 2
+    max_workers: int = 2
     #: a batch taking longer fails with 500 and its worker is killed and restarted
     response_timeout_s: int = 120
     #: loading a worker (imports, backend, warm-up) has its own budget, so a slow GPU start is not killed in a loop

@@ -15,11 +15,12 @@ import logging
 import time
 
 from handler.backends import choose_backend
-from handler.classifier import TextClassifier, load_tokenizer
+from handler.classifier import TextClassifier
 from handler.metrics import HandlerMetrics
 from handler.payload import ParsedRequest, RequestError, parse_request
 from handler.settings import HandlerSettings
 from handler.spec import ModelSpec
+from handler.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ class BertTrtHandler:
         self.settings = HandlerSettings.from_model_yaml(model_yaml).for_workers(model_yaml.get("minWorkers"))
         spec = ModelSpec.load(model_dir)
         tokenizer = load_tokenizer(model_dir)
-        gpu_id = int(properties.get("gpu_id") or 0)
+        gpu_id = properties.get("gpu_id")  # None: TorchServe gave this worker no GPU
+        gpu_id = None if gpu_id is None else int(gpu_id)
         backend, skipped = choose_backend(self.settings, model_dir, spec, gpu_id=gpu_id, tokenizer_size=len(tokenizer))
         self.classifier = TextClassifier(tokenizer, backend, spec, self.settings.max_length)
         self.skipped_backends = skipped

@@ -51,7 +51,7 @@ def parse_request(request: dict, max_texts: int = DEFAULT_MAX_TEXTS_PER_REQUEST)
             raise RequestError(f"request body is not valid UTF-8 (byte {err.start}); send UTF-8 text or JSON") from None
     if isinstance(payload, str):
         payload = _maybe_json(payload)
-    return _texts_from_value(payload, max_texts)
+    return texts_from_value(payload, max_texts)
 
 
 def _payload_of(request: dict):
@@ -83,7 +83,9 @@ def _maybe_json(text: str):
     return value if isinstance(value, (dict, list, str)) else text
 
 
-def _texts_from_value(value, max_texts: int) -> ParsedRequest:
+def texts_from_value(value, max_texts: int = DEFAULT_MAX_TEXTS_PER_REQUEST) -> ParsedRequest:
+    """The texts of an already-decoded payload (a text, {"text": ...} or a list of texts), checked the same
+    way for every front door (TorchServe's /predictions, KServe's v1 and v2), or `RequestError`."""
     if isinstance(value, dict):
         if "text" not in value:
             raise RequestError(f'JSON object must have a "text" field; got fields {sorted(value)[:10]}')

@@ -65,10 +65,14 @@ class OnnxRuntimeOptions(CpuOptions):
 
     #: run model.int8.onnx (per-channel int8 weights) instead of model.onnx
     int8: bool = True
+    #: intra-op threads spin while waiting for work (ONNX Runtime's default). Off (shipped): idle threads
+    #: sleep, so two workers with every core each do not fight (see `HandlerSettings.for_workers`)
+    spinning: bool = False
 
     def __post_init__(self):
         super().__post_init__()
         checked_value("int8", self.int8, "flag")
+        checked_value("onnx_spinning", self.spinning, "flag")
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ BACKEND_YAML_KEYS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
     "cpu_sub_batch": ((("torch_cpu", "sub_batch"), ("onnxruntime", "sub_batch")), "optional_count"),
     "torch_int8": ((("torch_cpu", "int8"),), "flag"),
     "onnx_int8": ((("onnxruntime", "int8"),), "flag"),
+    "onnx_spinning": ((("onnxruntime", "spinning"),), "flag"),
     "cuda_dtype": ((("torch_cuda", "dtype"),), "cuda_dtype"),
     "cuda_graphs": ((("torch_cuda", "graphs"),), "flag"),
     "cuda_fused": ((("torch_cuda", "fused"),), "flag"),
@@ -146,12 +151,15 @@ class HandlerSettings:
     def for_workers(self, workers: int | None) -> "HandlerSettings":
         """These settings with the CPU thread count resolved for one of `workers` workers: the configured
         number, else the cores this process may use divided among them (workers added later through the
-        management API are not counted: set num_threads when you scale beyond minWorkers)."""
-        threads = max(1, usable_cores() // max(1, workers or 1))
+        management API are not counted: set num_threads when you scale beyond minWorkers). ONNX Runtime
+        without spinning is the exception: its idle threads sleep, so each worker gets every core; a lone
+        request then runs on all of them, and loaded workers share them."""
+        shared = max(1, usable_cores() // max(1, workers or 1))
+        onnx_threads = shared if self.onnxruntime.spinning else usable_cores()
         return replace(
             self,
-            torch_cpu=replace(self.torch_cpu, num_threads=self.torch_cpu.num_threads or threads),
-            onnxruntime=replace(self.onnxruntime, num_threads=self.onnxruntime.num_threads or threads),
+            torch_cpu=replace(self.torch_cpu, num_threads=self.torch_cpu.num_threads or shared),
+            onnxruntime=replace(self.onnxruntime, num_threads=self.onnxruntime.num_threads or onnx_threads),
         )
 
     @classmethod

@@ -88,10 +88,11 @@ def model_dir_like_mar(checkpoint: Path, export_dir: Path, out_dir: Path) -> Pat
 def torch_cpu_classifier(model_dir: Path, num_threads: int = 1):
     """The handler's TextClassifier on the eager fp32 torch CPU backend with the whole batch in one pass
     (the numerical reference)."""
-    from handler.backends import TorchCpuBackend
-    from handler.classifier import TextClassifier, load_tokenizer
+    from handler.backends.torch_cpu import TorchCpuBackend
+    from handler.classifier import TextClassifier
     from handler.settings import TorchCpuOptions
     from handler.spec import ModelSpec
+    from handler.tokenizer import load_tokenizer
 
     spec = ModelSpec.load(model_dir)
     backend = TorchCpuBackend(model_dir, spec, TorchCpuOptions(num_threads=num_threads, sub_batch=None)).load()

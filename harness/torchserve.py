@@ -40,6 +40,7 @@ from ops.properties import read_properties
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config.properties"
+DEFAULT_LOG_CONFIG = REPO / "ops" / "log4j2.xml"
 PID_FILE = ".model_server.pid"
 RENEWER_PID_FILE = "key_renewer.pid"
 PORT_KEYS = {
@@ -96,6 +97,8 @@ class TorchServe:
     models: list[str] | None = field(default_factory=lambda: ["bert_trt=bert_trt.mar"])
     enable_model_api: bool = False
     config_template: Path = DEFAULT_CONFIG
+    #: log4j2 configuration passed with --log-config (None: TorchServe's built-in one)
+    log_config: Path | None = DEFAULT_LOG_CONFIG
     #: config.properties keys to replace (e.g. {"metrics_mode": "prometheus"})
     overrides: dict[str, str] = field(default_factory=dict)
     isolated: bool = True
@@ -174,6 +177,8 @@ class TorchServe:
             command += ["--models", *self.models]
         if self.enable_model_api:
             command.append("--enable-model-api")
+        if self.log_config is not None:
+            command += ["--log-config", str(self.log_config)]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / "torchserve_console.log").open("ab") as console:  # the server outlives us: not our stdout
             subprocess.run(command, cwd=self.workdir, env=self.env(), check=True, stdout=console, stderr=subprocess.STDOUT)

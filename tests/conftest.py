@@ -74,14 +74,15 @@ def tiny_model_store(tiny_checkpoint, tiny_export, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def slow_model_store(tiny_checkpoint, tiny_export, tmp_path_factory) -> Path:
     """A model store with slow.mar: the tests' archive whose handler sleeps on "sleep N" requests
-    (tests/integration/slow_handler.py), responseTimeout 5 s, batches of at most 4."""
+    (tests/integration/slow_handler.py), responseTimeout 5 s, batches of at most 4, one worker."""
     import build_mar
     from export.mar import build_mar as build_archive
 
     store = tmp_path_factory.mktemp("slow") / "model_store"
     handler = Path(__file__).parent / "integration" / "slow_handler.py"
     args = ["--checkpoint", str(tiny_checkpoint), "--export-dir", str(tiny_export), "--out", str(store), "--model-name", "slow",
-            "--handler", str(handler), "--response-timeout", "5", "--batch-size", "4", "--max-batch-delay", "20"]  # fmt: skip
+            "--handler", str(handler), "--response-timeout", "5", "--batch-size", "4", "--max-batch-delay", "20",
+            "--min-workers", "1", "--max-workers", "1"]  # fmt: skip (one worker: a sleeping batch holds the whole model)
     build_archive(build_mar.parse_args(args))
     return store
 

@@ -1,27 +1,21 @@
 """Inference backends: one interface (`Backend`), four implementations, chosen once at start.
 
-Public API: `Backend`, `BackendUnavailable`, `choose_backend`, `backend_order`, `BACKENDS` and the
-backend classes. Each backend module is imported here, so importing this package needs torch but
-never `tensorrt` or `onnxruntime` (those load inside `Backend.load`).
+Public API: `Backend`, `CpuBackend`, `BackendUnavailable`, `choose_backend`, `backend_order`,
+`backend_class`, `load_hf_classifier`. Each backend class lives in the module named after it
+(`handler.backends.onnxruntime.OnnxRuntimeBackend`, ...); importing this package imports none of
+them, so it needs neither torch nor `tensorrt` nor `onnxruntime`.
 """
 
 from handler.backends.base import Backend, CpuBackend, load_hf_classifier
-from handler.backends.onnxruntime import OnnxRuntimeBackend
-from handler.backends.selection import BACKENDS, backend_order, choose_backend
-from handler.backends.tensorrt import TensorRTBackend
-from handler.backends.torch_cpu import TorchCpuBackend
-from handler.backends.torch_cuda import TorchCudaBackend
+from handler.backends.selection import BACKEND_CLASSES, backend_class, backend_order, choose_backend
 from handler.errors import BackendUnavailable
 
 __all__ = [
-    "BACKENDS",
+    "BACKEND_CLASSES",
     "Backend",
     "BackendUnavailable",
     "CpuBackend",
-    "OnnxRuntimeBackend",
-    "TensorRTBackend",
-    "TorchCpuBackend",
-    "TorchCudaBackend",
+    "backend_class",
     "backend_order",
     "choose_backend",
     "load_hf_classifier",

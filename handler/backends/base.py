@@ -5,8 +5,9 @@ checks and call small `_load_impl` / `_warm_up_impl` / `_infer_impl` / `_close_i
 subclasses fill in. A backend that cannot run here raises `BackendUnavailable` from `load` with
 one sentence saying why; `choose_backend` logs it and tries the next one.
 
-Every backend takes int64 CPU tensors named after `ModelSpec.input_names` and returns float32
-CPU logits of shape [batch, num_labels].
+Every backend takes int64 numpy arrays named after `ModelSpec.input_names` and returns float32
+numpy logits of shape [batch, num_labels]. This module imports no torch: the torch-based backends
+convert at their own boundary (`handler.backends.torch_io`), so an ONNX Runtime worker never loads it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-import torch
+import numpy as np
 
 from handler import layout
 from handler.errors import BackendUnavailable
 from handler.settings import BackendOptions, CpuOptions
 from handler.spec import ModelSpec
+
+#: why a GPU backend is skipped in a worker that the server gave no GPU
+NO_GPU_ASSIGNED = "the server assigned this worker no GPU (TorchServe: no GPU visible, or number_of_gpu=0)"
 
 #: sequence length of the warm-up batch (two rows of [PAD] ids, attended)
 WARM_UP_TOKENS = 8
@@ -29,14 +33,15 @@ class Backend:
     """Base class: lifecycle checks here, the work in the `_impl` methods.
 
     `options` is the backend's own typed options object (None: the server's defaults);
-    `gpu_id` and `tokenizer_size` are facts of the worker, used by the GPU backends.
+    `gpu_id` and `tokenizer_size` are facts of the worker, used by the GPU backends (`gpu_id` None:
+    the server gave this worker no GPU).
     """
 
     name: ClassVar[str] = "base"
     #: the options class this backend takes; None builds it with the defaults
     options_type: ClassVar[type] = type(None)
 
-    def __init__(self, model_dir: str | Path, spec: ModelSpec, options: BackendOptions | None = None, *, gpu_id: int = 0, tokenizer_size: int | None = None):
+    def __init__(self, model_dir: str | Path, spec: ModelSpec, options: BackendOptions | None = None, *, gpu_id: int | None = None, tokenizer_size: int | None = None):
         if options is None:
             options = self.options_type()
         if not isinstance(options, self.options_type):
@@ -70,14 +75,14 @@ class Backend:
             raise
         return self
 
-    def infer(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Run one batch; returns float32 CPU logits [batch, num_labels]."""
+    def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Run one batch of int64 arrays; returns float32 logits [batch, num_labels]."""
         if not self.loaded:
             raise RuntimeError(f"backend {self.name} used before load()")
         missing = [name for name in self.spec.input_names if name not in inputs]
         if missing:
             raise ValueError(f"backend {self.name} is missing inputs {missing}")
-        return self._infer_impl(inputs)
+        return np.asarray(self._infer_impl(inputs), dtype=np.float32)
 
     def close(self) -> None:
         """Release what `load` took; safe to call twice."""
@@ -95,10 +100,10 @@ class Backend:
     def _warm_up_impl(self) -> None:
         """Run once after loading, through `infer`, so that no request pays for first-call costs (allocations,
         ONNX Runtime's lazy initialisation): the worker reports ready only after this answered."""
-        ids = torch.zeros((2, WARM_UP_TOKENS), dtype=torch.long)
-        self.infer({"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)})
+        ids = np.zeros((2, WARM_UP_TOKENS), dtype=np.int64)
+        self.infer({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
 
-    def _infer_impl(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _infer_impl(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
     def _close_impl(self) -> None:

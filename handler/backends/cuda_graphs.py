@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 #: the graph's forward: (input_ids, token_type_ids, attention_mask or None) -> logits, all on the device
@@ -18,7 +19,7 @@ def bucket_of(value: int, buckets: tuple[int, ...]) -> int:
     raise ValueError(f"{value} exceeds the largest bucket {buckets[-1]}")
 
 
-def graph_key(attention_mask: torch.Tensor, batch_buckets: tuple[int, ...], sequence_buckets: tuple[int, ...], unpadded_graphs: bool) -> tuple[int, int, bool]:
+def graph_key(attention_mask: np.ndarray, batch_buckets: tuple[int, ...], sequence_buckets: tuple[int, ...], unpadded_graphs: bool) -> tuple[int, int, bool]:
     """(batch bucket, sequence bucket, masked?) of the graph that runs this batch. The graph without
     attention mask is only for a batch that fills its bucket exactly and has no padding at all."""
     batch, length = attention_mask.shape
@@ -55,7 +56,7 @@ class CapturedBatch:
                 self.logits = run()
 
     @classmethod
-    def fill(cls, host: torch.Tensor, inputs: dict[str, torch.Tensor], batch: int, length: int) -> None:
+    def fill(cls, host: torch.Tensor, inputs: dict[str, np.ndarray], batch: int, length: int) -> None:
         """Write a [batch, length] batch into the [3, bucket batch, bucket sequence] block; the rest is
         padding (zeros), and padding rows attend to their first position so that no row is all-masked.
         Done through numpy views: about half the time of the same torch indexing on the H100 machine's
@@ -64,10 +65,10 @@ class CapturedBatch:
         block[:, batch:] = 0
         block[:, :batch, length:] = 0
         for row, name in enumerate(cls.INPUT_ROWS):
-            block[row, :batch, :length] = inputs[name].numpy()
+            block[row, :batch, :length] = inputs[name]
         block[2, batch:, 0] = 1
 
-    def run(self, inputs: dict[str, torch.Tensor], batch: int, length: int) -> torch.Tensor:
+    def run(self, inputs: dict[str, np.ndarray], batch: int, length: int) -> torch.Tensor:
         """Logits [batch, num_labels] (float32, CPU) of a batch no larger than the captured shape."""
         self.fill(self.host, inputs, batch, length)
         self.static.copy_(self.host, non_blocking=True)

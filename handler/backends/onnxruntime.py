@@ -6,8 +6,6 @@ absolute import and finds the package, since this folder is never an import root
 
 from __future__ import annotations
 
-import torch
-
 from handler import layout
 from handler.backends.base import CpuBackend
 from handler.errors import BackendUnavailable
@@ -35,13 +33,14 @@ class OnnxRuntimeBackend(CpuBackend):
         session_options.intra_op_num_threads = self.options.num_threads or usable_cores()
         session_options.inter_op_num_threads = 1
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.options.spinning else "0")
         self.session = ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
         self.file_name = file_name
 
     def _infer_impl(self, inputs):
-        feeds = {name: inputs[name].numpy() for name in self.spec.input_names}
-        (logits,) = self.session.run([self.spec.output_name], feeds)
-        return torch.from_numpy(logits)
+        (logits,) = self.session.run([self.spec.output_name], {name: inputs[name] for name in self.spec.input_names})
+        return logits
 
     def describe(self):
-        return {"backend": self.name, "model": self.file_name, "threads": self.session.get_session_options().intra_op_num_threads}
+        options = self.session.get_session_options()
+        return {"backend": self.name, "model": self.file_name, "threads": options.intra_op_num_threads, "spinning": self.options.spinning}

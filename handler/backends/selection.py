@@ -1,23 +1,39 @@
-"""Which backend runs: the preference order, and the fallback with one logged reason per refusal."""
+"""Which backend runs: the preference order, and the fallback with one logged reason per refusal.
+
+Backend modules are imported only when their backend is tried, and the GPU backends are not tried
+in a worker without a GPU: a CPU worker running ONNX Runtime never imports torch (or tensorrt).
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 
-from handler.backends.base import Backend
-from handler.backends.onnxruntime import OnnxRuntimeBackend
-from handler.backends.tensorrt import TensorRTBackend
-from handler.backends.torch_cpu import TorchCpuBackend
-from handler.backends.torch_cuda import TorchCudaBackend
+from handler.backends.base import NO_GPU_ASSIGNED, Backend
 from handler.errors import BackendUnavailable, SettingsError
 from handler.settings import BACKEND_NAMES, HandlerSettings
 from handler.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-BACKENDS: dict[str, type[Backend]] = {cls.name: cls for cls in (TensorRTBackend, TorchCudaBackend, OnnxRuntimeBackend, TorchCpuBackend)}
-assert tuple(BACKENDS) == BACKEND_NAMES, "settings.BACKEND_NAMES must list the backends in preference order"
+#: backend name -> class name in the module `handler.backends.<backend name>`, in preference order
+BACKEND_CLASSES = {
+    "tensorrt": "TensorRTBackend",
+    "torch_cuda": "TorchCudaBackend",
+    "onnxruntime": "OnnxRuntimeBackend",
+    "torch_cpu": "TorchCpuBackend",
+}
+assert tuple(BACKEND_CLASSES) == BACKEND_NAMES, "settings.BACKEND_NAMES must list the backends in preference order"
+GPU_BACKENDS = ("tensorrt", "torch_cuda")
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class of backend `name`; its module is imported now (the torch-based ones import torch)."""
+    if name not in BACKEND_CLASSES:
+        raise SettingsError(f"unknown backend {name!r}; choose one of: {', '.join(BACKEND_CLASSES)}")
+    module = importlib.import_module(f"handler.backends.{name}")
+    return getattr(module, BACKEND_CLASSES[name])
 
 
 def backend_order(preference: str) -> list[str]:
@@ -25,22 +41,27 @@ def backend_order(preference: str) -> list[str]:
     a named one falls back along that order."""
     if preference == "auto":
         return list(BACKEND_NAMES)
-    if preference not in BACKENDS:
-        raise SettingsError(f"unknown backend {preference!r} in model-config.yaml; choose one of: auto, {', '.join(BACKENDS)}")
+    if preference not in BACKEND_CLASSES:
+        raise SettingsError(f"unknown backend {preference!r} in model-config.yaml; choose one of: auto, {', '.join(BACKEND_CLASSES)}")
     return list(BACKEND_NAMES[BACKEND_NAMES.index(preference) :])
 
 
 def choose_backend(
-    settings: HandlerSettings, model_dir: str | Path, spec: ModelSpec, *, gpu_id: int = 0, tokenizer_size: int | None = None
+    settings: HandlerSettings, model_dir: str | Path, spec: ModelSpec, *, gpu_id: int | None, tokenizer_size: int | None = None
 ) -> tuple[Backend, list[str]]:
     """Load the first backend in `settings.backend`'s preference order that can run here, each with
-    its own options from `settings`.
+    its own options from `settings`. `gpu_id` is the worker's GPU (None: no GPU, the GPU backends are skipped).
 
     Returns the loaded backend and the reasons the ones before it were skipped (each also logged once).
     """
     skipped = []
     for name in backend_order(settings.backend):
-        backend = BACKENDS[name](model_dir, spec, settings.options_for(name), gpu_id=gpu_id, tokenizer_size=tokenizer_size)
+        if name in GPU_BACKENDS and gpu_id is None:
+            message = f"backend {name} skipped: {NO_GPU_ASSIGNED}"
+            logger.info(message)
+            skipped.append(message)
+            continue
+        backend = backend_class(name)(model_dir, spec, settings.options_for(name), gpu_id=gpu_id, tokenizer_size=tokenizer_size)
         try:
             return backend.load(), skipped
         except BackendUnavailable as reason:

@@ -16,7 +16,8 @@ import json
 import torch
 
 from handler import layout
-from handler.backends.base import Backend
+from handler.backends.base import NO_GPU_ASSIGNED, Backend
+from handler.backends.torch_io import as_tensors
 from handler.errors import BackendUnavailable
 from handler.settings import TensorRTOptions
 
@@ -56,6 +57,8 @@ class TensorRTBackend(Backend):
         engine_path = self.model_dir / layout.ENGINE_FILE
         if not engine_path.is_file():
             raise BackendUnavailable("no TensorRT engine in the .mar (build one with export.trt_engine and pass --engine to build_mar.py)")
+        if self.gpu_id is None:
+            raise BackendUnavailable(NO_GPU_ASSIGNED)
         if not self._cuda_available():
             raise BackendUnavailable("no CUDA device visible to this worker")
         try:
@@ -90,6 +93,7 @@ class TensorRTBackend(Backend):
         self.max_batch_size, self.max_sequence_length = int(high[0]), int(high[1])
 
     def _infer_impl(self, inputs):
+        inputs = as_tensors(inputs, self.input_dtypes)
         batch, length = inputs["input_ids"].shape
         if batch > self.max_batch_size or length > self.max_sequence_length:
             raise ValueError(f"batch {batch}x{length} exceeds the engine profile's max {self.max_batch_size}x{self.max_sequence_length}")
@@ -108,7 +112,7 @@ class TensorRTBackend(Backend):
         self.context.set_tensor_address(self.spec.output_name, logits.data_ptr())
         if not self.context.execute_async_v3(self._stream_handle()):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-        return logits[:batch].float().cpu()  # .cpu() waits for the stream; `bound` lives until then
+        return logits[:batch].float().cpu().numpy()  # .cpu() waits for the stream; `bound` lives until then
 
     def _close_impl(self) -> None:
         self.context = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from handler.backends.base import CpuBackend, load_hf_classifier
+from handler.backends.torch_io import as_tensors
 from handler.settings import TorchCpuOptions, usable_cores
 
 
@@ -26,7 +27,7 @@ class TorchCpuBackend(CpuBackend):
 
     def _infer_impl(self, inputs):
         with torch.inference_mode():
-            return self.model(**{name: inputs[name] for name in self.spec.input_names}).logits.float()
+            return self.model(**as_tensors(inputs, self.spec.input_names)).logits.float().numpy()
 
     def describe(self):
         return {"backend": self.name, "threads": torch.get_num_threads(), "int8": self.options.int8}

@@ -6,10 +6,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from handler.backends.base import Backend, load_hf_classifier
+from handler.backends.base import NO_GPU_ASSIGNED, Backend, load_hf_classifier
 from handler.backends.cuda_graphs import CapturedBatch, ForwardLogits, graph_key
+from handler.backends.torch_io import as_tensors
 from handler.errors import BackendUnavailable
 from handler.settings import TorchCudaOptions
 
@@ -69,6 +71,8 @@ class TorchCudaBackend(Backend):
     SEQUENCE_BUCKETS = (16, 32, 64, 128, 256, 512)
 
     def _load_impl(self) -> None:
+        if self.gpu_id is None:
+            raise BackendUnavailable(NO_GPU_ASSIGNED)
         if not torch.cuda.is_available():
             raise BackendUnavailable("no CUDA device visible to this worker")
         # The CPU side of a GPU batch is a few small copies: more intra-op threads only spin. On an H100,
@@ -99,19 +103,19 @@ class TorchCudaBackend(Backend):
         lengths = self.sequence_buckets if self.use_graphs else (self.sequence_buckets[-1],)
         for batch in batches:
             for length in lengths:
-                ids = torch.full((batch, length), 100, dtype=torch.long)
-                padded = torch.ones_like(ids)
+                ids = np.full((batch, length), 100, dtype=np.int64)
+                padded = np.ones_like(ids)
                 padded[:, -1] = 0
-                for mask in (padded, torch.ones_like(ids)) if self.unpadded_graphs else (padded,):
-                    self.infer({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)})
+                for mask in (padded, np.ones_like(ids)) if self.unpadded_graphs else (padded,):
+                    self.infer({"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
         torch.cuda.synchronize(self.device)
 
     def _infer_impl(self, inputs):
         if self.use_graphs:
-            return self._infer_graphed(inputs)
+            return self._infer_graphed(inputs).numpy()
         with torch.inference_mode():
-            on_device = {name: inputs[name].to(self.device, non_blocking=True) for name in self.spec.input_names}
-            return self.forward_logits(on_device["input_ids"], on_device["token_type_ids"], on_device["attention_mask"]).float().cpu()
+            on_device = {name: tensor.to(self.device, non_blocking=True) for name, tensor in as_tensors(inputs, CapturedBatch.INPUT_ROWS).items()}
+            return self.forward_logits(on_device["input_ids"], on_device["token_type_ids"], on_device["attention_mask"]).float().cpu().numpy()
 
     def _infer_graphed(self, inputs):
         batch, length = inputs["input_ids"].shape

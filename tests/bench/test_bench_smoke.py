@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from bench import inprocess_cpu
-from bench.load_test import run_level
+from bench.load_test import run_level, torchserve_target
 
 
 def test_inprocess_cpu_quick_run_writes_its_tables(tiny_checkpoint, tiny_export, tmp_path, monkeypatch):
@@ -30,6 +30,6 @@ def test_inprocess_cpu_quick_run_writes_its_tables(tiny_checkpoint, tiny_export,
 
 @pytest.mark.integration
 def test_load_level_against_real_torchserve(torchserve):
-    row = run_level(torchserve, "bert_trt", ["short text", "a somewhat longer text for the load test"], concurrency=4, max_requests=20, max_seconds=30)
+    row = run_level(torchserve_target(torchserve, "bert_trt", ["short text", "a somewhat longer text for the load test"]), concurrency=4, max_requests=20, max_seconds=30)
     assert row["requests"] == 20 and row["errors"] == 0
     assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]

@@ -15,7 +15,7 @@ from harness.models import model_dir_like_mar
 SCRIPT = textwrap.dedent(
     """
     import json, os, sys
-    import handler.bert_trt_handler, handler.backends, onnxruntime, torch, transformers  # code imported before recording
+    import handler.bert_trt_handler, handler.backends.onnxruntime, handler.backends.torch_cpu, onnxruntime, torch, transformers  # code imported before recording
     from harness.inprocess import handle_batch, started_handler
     model_dir = sys.argv[1]
     opened = []

@@ -69,9 +69,12 @@ def test_settings_reject_unknown_and_bad_values():
         HandlerSettings.from_model_yaml({"handler": {"cuda_fused": "yes"}})
 
 
-def test_threads_split_cores_among_workers(monkeypatch):
+def test_threads_split_cores_among_workers_unless_onnx_runtime_sleeps_when_idle(monkeypatch):
     monkeypatch.setattr("handler.settings.usable_cores", lambda: 8)
-    assert HandlerSettings().for_workers(2).onnxruntime.num_threads == 4
+    assert HandlerSettings().for_workers(2).torch_cpu.num_threads == 4
     assert HandlerSettings().for_workers(16).torch_cpu.num_threads == 1
+    assert HandlerSettings().for_workers(2).onnxruntime.num_threads == 8  # shipped: no spinning, every core per worker
+    spinning = HandlerSettings.from_model_yaml({"handler": {"onnx_spinning": True}})
+    assert spinning.onnxruntime.spinning and spinning.for_workers(2).onnxruntime.num_threads == 4
     configured = HandlerSettings.from_model_yaml({"handler": {"num_threads": 3}})
     assert configured.for_workers(2).onnxruntime.num_threads == configured.for_workers(2).torch_cpu.num_threads == 3

@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from handler import layout
 from handler.backends import BackendUnavailable, choose_backend
 from handler.backends.tensorrt import TensorRTBackend, engine_mismatch
-from handler.classifier import TextClassifier, load_tokenizer
+from handler.classifier import TextClassifier
 from handler.settings import HandlerSettings, OnnxRuntimeOptions
 from handler.spec import ModelSpec
+from handler.tokenizer import load_tokenizer
 from harness.models import model_dir_like_mar
 from tests import recording_tensorrt
 
@@ -60,7 +62,7 @@ def model_dir(tiny_checkpoint, tiny_export, tmp_path):
 
 def expected_logits(inputs):
     mask = inputs["attention_mask"]
-    return torch.stack([(inputs["input_ids"] * mask).sum(1), mask.sum(1), inputs["token_type_ids"].sum(1)], 1).float()
+    return np.stack([(inputs["input_ids"] * mask).sum(1), mask.sum(1), inputs["token_type_ids"].sum(1)], 1).astype(np.float32)
 
 
 @pytest.mark.parametrize("dtype, torch_dtype", [("INT32", torch.int32), ("INT64", torch.int64)])
@@ -69,9 +71,9 @@ def test_inputs_follow_engine_dtype_and_bind_by_name(stand_in, model_dir, dtype,
     backend = CpuRecordingTensorRTBackend(model_dir, ModelSpec.load(model_dir), gpu_id=0).load()
     assert backend.input_dtypes == {name: torch_dtype for name in ("input_ids", "attention_mask", "token_type_ids")}
     assert (backend.max_batch_size, backend.max_sequence_length) == (16, 64)
-    ids = torch.tensor([[101, 7, 8, 102], [101, 9, 102, 0]])
-    inputs = {"input_ids": ids, "attention_mask": (ids > 0).long(), "token_type_ids": torch.zeros_like(ids)}
-    assert torch.equal(backend.infer(inputs), expected_logits(inputs))
+    ids = np.array([[101, 7, 8, 102], [101, 9, 102, 0]])
+    inputs = {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64), "token_type_ids": np.zeros_like(ids)}
+    assert np.array_equal(backend.infer(inputs), expected_logits(inputs))
     calls = backend.context.calls
     assert ("set_input_shape", "input_ids", (2, 4)) in calls
     assert {c[1] for c in calls if c[0] == "set_tensor_address"} == {"input_ids", "attention_mask", "token_type_ids", "logits"}
@@ -80,18 +82,18 @@ def test_inputs_follow_engine_dtype_and_bind_by_name(stand_in, model_dir, dtype,
 
 def test_short_inputs_are_padded_up_to_the_profile_minimum(stand_in, model_dir):
     write_engine(model_dir, recording_tensorrt.engine_bytes(profile=((2, 8), (8, 32), (16, 64))))
-    backend = CpuRecordingTensorRTBackend(model_dir, ModelSpec.load(model_dir)).load()
-    ids = torch.tensor([[101, 5, 102]])
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    backend = CpuRecordingTensorRTBackend(model_dir, ModelSpec.load(model_dir), gpu_id=0).load()
+    ids = np.array([[101, 5, 102]])
+    inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     logits = backend.infer(inputs)
     assert ("set_input_shape", "input_ids", (2, 8)) in backend.context.calls
-    assert torch.equal(logits, expected_logits(inputs))  # padding (mask 0) changes nothing, extra row dropped
+    assert np.array_equal(logits, expected_logits(inputs))  # padding (mask 0) changes nothing, extra row dropped
 
 
 def test_oversize_batches_are_split_and_long_texts_truncated(stand_in, model_dir):
     write_engine(model_dir, recording_tensorrt.engine_bytes(profile=((1, 1), (4, 16), (4, 16))))
     spec = ModelSpec.load(model_dir)
-    backend = CpuRecordingTensorRTBackend(model_dir, spec).load()
+    backend = CpuRecordingTensorRTBackend(model_dir, spec, gpu_id=0).load()
     classifier = TextClassifier(load_tokenizer(model_dir), backend, spec)
     assert classifier.max_length == 16
     texts = [f"text {i} " + "word " * (i * 3) for i in range(10)]
@@ -99,8 +101,12 @@ def test_oversize_batches_are_split_and_long_texts_truncated(stand_in, model_dir
     assert classifier.last_timings.chunks == [4, 4, 2]
     shapes = [c[2] for c in backend.context.calls if c[0] == "set_input_shape" and c[1] == "input_ids"]
     assert max(s[1] for s in shapes) <= 16 and max(s[0] for s in shapes) <= 4
-    encoded = classifier.tokenizer(texts, padding=True, truncation=True, max_length=16, return_tensors="pt")
-    assert torch.equal(logits, expected_logits(encoded))  # order preserved across sorted chunks
+    encoded = classifier.encode(texts)
+    ids = np.zeros((len(texts), 16), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, text_ids in enumerate(encoded.input_ids):
+        ids[row, : len(text_ids)], mask[row, : len(text_ids)] = text_ids, 1
+    assert np.array_equal(logits, expected_logits({"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}))  # order kept
 
 
 def test_engine_mismatch_reasons():
@@ -127,14 +133,14 @@ def test_each_refusal_names_its_reason(monkeypatch, stand_in, model_dir, setup, 
     if setup == "no_tensorrt":
         monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` raise ImportError
     with pytest.raises(BackendUnavailable, match=reason):
-        CpuRecordingTensorRTBackend(model_dir, ModelSpec.load(model_dir)).load()
+        CpuRecordingTensorRTBackend(model_dir, ModelSpec.load(model_dir), gpu_id=0).load()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only fallback")
 def test_auto_falls_back_to_the_cpu_with_logged_reasons(model_dir, caplog):
     write_engine(model_dir, recording_tensorrt.engine_bytes())
     settings = HandlerSettings(onnxruntime=OnnxRuntimeOptions(num_threads=1, int8=False))
-    backend, skipped = choose_backend(settings, model_dir, ModelSpec.load(model_dir))
+    backend, skipped = choose_backend(settings, model_dir, ModelSpec.load(model_dir), gpu_id=0)
     assert backend.name == "onnxruntime"
     assert skipped == [
         "backend tensorrt skipped: no CUDA device visible to this worker",

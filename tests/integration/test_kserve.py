@@ -1,0 +1,131 @@
+"""The KServe front door over real HTTP: `python -m kserve_server` on a free loopback port with the tests' .mar.
+
+v1 and v2 answers equal the in-process reference (and TorchServe's answer format), bad inputs get the
+handler's 4xx JSON, health and readiness hold before and after load, concurrent requests share batches."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness.torchserve import free_port
+
+pytestmark = pytest.mark.integration
+
+TEXTS = ["what a wonderful little hotel", "the package never arrived and nobody answers", "it is a chair", "word " * 400]
+
+
+@pytest.fixture(scope="module")
+def kserve(tiny_model_store, tmp_path_factory):
+    """The KServe server on the tests' archive; yields (base URL, log file)."""
+    work = tmp_path_factory.mktemp("kserve")
+    port = free_port()
+    log = work / "server.log"
+    command = [sys.executable, "-m", "kserve_server", "--mar", str(tiny_model_store / "bert_trt.mar"), "--http-port", str(port), "--unpack-dir", str(work / "model")]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()[-3000:]
+            try:
+                if requests.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"KServe server not ready in 180 s:\n{log.read_text()[-3000:]}")
+        yield url, log
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def v2_body(texts: list) -> dict:
+    return {"inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]}
+
+
+def test_v1_answers_like_the_in_process_reference(kserve, reference_classifier):
+    url, _ = kserve
+    response = requests.post(f"{url}/v1/models/bert_trt:predict", json={"instances": [TEXTS[0], {"text": TEXTS[1]}, TEXTS[2], TEXTS[3]]}, timeout=60)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    expected = reference_classifier.classify(TEXTS)
+    for got, want in zip(predictions, expected):
+        assert got["label"] == want["label"] and set(got) == {"label", "score", "probabilities", "truncated", "backend"}
+        assert max(abs(got["probabilities"][label] - p) for label, p in want["probabilities"].items()) <= 1e-4
+    assert [p["truncated"] for p in predictions] == [False, False, False, True]
+    assert predictions[0]["backend"] == "onnxruntime"
+
+
+def test_v2_is_a_complete_classification(kserve, reference_classifier):
+    url, _ = kserve
+    response = requests.post(f"{url}/v2/models/bert_trt/infer", json={"id": "req-7", **v2_body(TEXTS)}, timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] == "req-7" and body["model_name"] == "bert_trt"
+    outputs = {output["name"]: output for output in body["outputs"]}
+    labels = json.loads(outputs["probabilities"]["parameters"]["labels"])
+    assert outputs["probabilities"]["shape"] == [len(TEXTS), len(labels)]
+    expected = reference_classifier.classify(TEXTS)
+    rows = [outputs["probabilities"]["data"][i * len(labels) : (i + 1) * len(labels)] for i in range(len(TEXTS))]
+    for i, want in enumerate(expected):
+        assert outputs["label"]["data"][i] == want["label"]
+        assert max(abs(p - want["probabilities"][label]) for label, p in zip(labels, rows[i])) <= 1e-4
+        assert abs(outputs["score"]["data"][i] - want["score"]) <= 1e-4
+    assert outputs["truncated"]["data"] == [False, False, False, True]
+
+
+def test_metadata_and_health(kserve):
+    url, _ = kserve
+    assert requests.get(f"{url}/v2/health/live", timeout=10).status_code == 200
+    assert requests.get(f"{url}/v2/models/bert_trt/ready", timeout=10).json()["ready"] is True
+    assert requests.get(f"{url}/v1/models/bert_trt", timeout=10).json() == {"name": "bert_trt", "ready": True}
+    metadata = requests.get(f"{url}/v2/models/bert_trt", timeout=10).json()
+    assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    assert [output["name"] for output in metadata["outputs"]] == ["label", "score", "probabilities", "truncated"]
+
+
+@pytest.mark.parametrize(
+    "path, body, status, message",
+    [
+        ("/v1/models/bert_trt:predict", {"instances": []}, 400, "empty list"),
+        ("/v1/models/bert_trt:predict", {"instances": ["fine", 7]}, 400, "text at index 1 must be a string"),
+        ("/v1/models/bert_trt:predict", {"instances": ["x"] * 300}, 413, "too many texts"),
+        ("/v1/models/bert_trt:predict", {"texts": ["x"]}, 400, '{"instances": [...]}'),
+        ("/v2/models/bert_trt/infer", {"inputs": [{"name": "txt", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}, 400, 'one input named "text"'),
+        ("/v2/models/bert_trt/infer", v2_body(["  "]), 400, "text at index 0 is empty"),
+    ],
+)
+def test_bad_requests_get_the_handlers_4xx_json(kserve, path, body, status, message):
+    url, _ = kserve
+    response = requests.post(f"{url}{path}", json=body, timeout=30)
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == status and message in response.json()["error"]
+
+
+def test_concurrent_requests_share_batches_and_health_holds_after_load(kserve, reference_classifier):
+    url, log = kserve
+    texts = [f"review number {i}: {'good' if i % 2 else 'bad'} product" for i in range(48)]
+    before = log.read_text()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(lambda text: requests.post(f"{url}/v1/models/bert_trt:predict", json={"instances": [text]}, timeout=60), texts))
+    assert [r.status_code for r in responses] == [200] * len(texts)
+    expected = reference_classifier.classify(texts)
+    assert [r.json()["predictions"][0]["label"] for r in responses] == [p["label"] for p in expected]
+    batches = [int(n) for n in re.findall(r"batch: (\d+) texts", log.read_text()[len(before) :])]
+    assert sum(batches) == len(texts) and max(batches) > 1, batches
+    assert requests.get(f"{url}/v2/health/ready", timeout=10).status_code == 200
