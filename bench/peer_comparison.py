@@ -6,6 +6,7 @@
 Targets, each measured at every concurrency level, in rotating order within each round (so that drift
 of a shared VM hits all of them alike):
 - ``ours``:   TorchServe + bert_trt.mar (shipped batch settings, ONNX Runtime static int8)
+- ``kserve``: the same archive behind our KServe server (`python -m kserve_server`), v2 requests
 - ``triton``: Triton 2.51 through PyTriton 0.7 (`bench.triton_peer`): Triton's dynamic batcher in front
               of the same tokenizer and ONNX Runtime session on the same model.int8.onnx, unpacked
               from the same .mar
@@ -40,51 +41,63 @@ TRITON_PYTHON = REPO / ".venv-triton" / "bin" / "python"
 TRITON_MODEL = "bert"
 
 
-def triton_body(text: str) -> bytes:
+def v2_body(text: str) -> bytes:
     """An Open Inference Protocol (v2) request with one BYTES text."""
     return json.dumps({"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": [text]}]}).encode("utf-8")
 
 
-class TritonPeer:
-    """`bench.triton_peer` in its own environment, on free loopback ports, logging to `workdir`."""
+class V2Server:
+    """A server speaking the Open Inference Protocol, started as a subprocess on a free loopback port."""
 
-    def __init__(self, mar: Path, workdir: Path, max_queue_delay_ms: float):
-        self.workdir = workdir
-        self.model_dir = workdir / "unpacked_mar"
-        with zipfile.ZipFile(mar) as archive:
-            archive.extractall(self.model_dir)
-        self.port = free_port()
-        self.command = [str(TRITON_PYTHON), "-m", "bench.triton_peer", "--model-dir", str(self.model_dir), "--http-port", str(self.port),
-                        "--grpc-port", str(free_port()), "--metrics-port", str(free_port()), "--max-queue-delay-ms", str(max_queue_delay_ms)]  # fmt: skip
+    def __init__(self, name: str, command: list[str], port: int, model: str, workdir: Path, env: dict[str, str] | None = None):
+        self.name, self.command, self.port, self.model, self.workdir = name, command, port, model, workdir
+        self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
 
+    @classmethod
+    def triton(cls, mar: Path, workdir: Path, max_queue_delay_ms: float) -> "V2Server":
+        """`bench.triton_peer` in its own environment, on the archive unpacked into `workdir`."""
+        model_dir = workdir / "unpacked_mar"
+        with zipfile.ZipFile(mar) as archive:
+            archive.extractall(model_dir)
+        port = free_port()
+        command = [str(TRITON_PYTHON), "-m", "bench.triton_peer", "--model-dir", str(model_dir), "--http-port", str(port),
+                   "--grpc-port", str(free_port()), "--metrics-port", str(free_port()), "--max-queue-delay-ms", str(max_queue_delay_ms)]  # fmt: skip
+        return cls("triton", command, port, TRITON_MODEL, workdir, {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
+
+    @classmethod
+    def kserve(cls, mar: Path, workdir: Path) -> "V2Server":
+        """Our KServe server (`python -m kserve_server`) on the archive."""
+        port = free_port()
+        command = [sys.executable, "-m", "kserve_server", "--mar", str(mar), "--http-port", str(port), "--model-name", "bert_trt", "--unpack-dir", str(workdir / "kserve_model")]
+        return cls("kserve", command, port, "bert_trt", workdir)
+
     def start(self, timeout: float = 240) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-        log = (self.workdir / "triton_peer.log").open("w")
-        self.process = subprocess.Popen(self.command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log = (self.workdir / f"{self.name}.log").open("w")
+        self.process = subprocess.Popen(self.command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the Triton peer exited ({self.process.returncode}); see {self.workdir / 'triton_peer.log'}")
+                raise RuntimeError(f"{self.name} exited ({self.process.returncode}); see {self.workdir / f'{self.name}.log'}")
             try:
-                if requests.get(f"http://127.0.0.1:{self.port}/v2/models/{TRITON_MODEL}/ready", timeout=2).status_code == 200:
+                if requests.get(f"http://127.0.0.1:{self.port}/v2/models/{self.model}/ready", timeout=2).status_code == 200:
                     return
             except requests.ConnectionError:
                 pass
             time.sleep(1)
-        raise RuntimeError(f"the Triton peer was not ready within {timeout} s; see {self.workdir / 'triton_peer.log'}")
+        raise RuntimeError(f"{self.name} was not ready within {timeout} s; see {self.workdir / f'{self.name}.log'}")
 
     def processes(self) -> list[psutil.Process]:
         parent = psutil.Process(self.process.pid)
         return [parent, *parent.children(recursive=True)]
 
     def probabilities(self, text: str) -> list[float]:
-        response = requests.post(f"http://127.0.0.1:{self.port}/v2/models/{TRITON_MODEL}/infer", data=triton_body(text), timeout=30)
+        response = requests.post(f"http://127.0.0.1:{self.port}/v2/models/{self.model}/infer", data=v2_body(text), headers={"Content-Type": "application/json"}, timeout=30)
         response.raise_for_status()
-        return response.json()["outputs"][0]["data"]
+        return next(output["data"] for output in response.json()["outputs"] if output["name"] == "probabilities")
 
     def target(self, texts: list[str]) -> Target:
-        return Target(self.port, f"/v2/models/{TRITON_MODEL}/infer", {"Content-Type": "application/json"}, [triton_body(text) for text in texts])
+        return Target(self.port, f"/v2/models/{self.model}/infer", {"Content-Type": "application/json"}, [v2_body(text) for text in texts])
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -147,31 +160,35 @@ def main() -> None:
     _, texts = read_labelled_csv(args.test_csv)
     work = args.out / "peer_comparison_work"
     work.mkdir(parents=True, exist_ok=True)
-    triton = TritonPeer(args.store / "bert_trt.mar", work, args.triton_delay_ms)
+    triton = V2Server.triton(args.store / "bert_trt.mar", work, args.triton_delay_ms)
+    kserve = V2Server.kserve(args.store / args.ours_mar, work)
     server = TorchServe(workdir=work / "ts", model_store=args.store, models=[], enable_model_api=True)
     rows, summary = [], {}
     try:
         triton.start()
+        kserve.start()
         server.start()
-        names = ["ours", "triton"] + ([] if args.skip_stock else ["stock"])
+        names = ["ours", "kserve", "triton"] + ([] if args.skip_stock else ["stock"])
         register(server, Config("bert_trt", args.ours_mar, args.batch_size, args.max_batch_delay, args.ours_workers))
         if "stock" in names:
             register(server, Config("bert_stock", "bert_stock.mar", args.batch_size, args.max_batch_delay))
-        targets = {"ours": torchserve_target(server, "bert_trt", texts), "triton": triton.target(texts)}
+        targets = {"ours": torchserve_target(server, "bert_trt", texts), "kserve": kserve.target(texts), "triton": triton.target(texts)}
         if "stock" in names:
             targets["stock"] = torchserve_target(server, "bert_stock", texts)
         frontend = server.running_processes()[:1]
         groups = {
             "ours": {"frontend": frontend, "worker": worker_processes(server, "bert_trt")},
             "stock": {"frontend": frontend, "worker": worker_processes(server, "bert_stock")} if "stock" in names else {},
+            "kserve": {"server": kserve.processes()},
             "triton": {"server": triton.processes()},
         }
 
         sample = texts[:100]
         ours_p = [server.predict(text.encode()).json()["probabilities"] for text in sample]
-        triton_p = [triton.probabilities(text) for text in sample]
-        summary["max_abs_dp_ours_vs_triton"] = max(abs(row[label] - other[i]) for row, other in zip(ours_p, triton_p) for i, label in enumerate(row))
-        print(f"answers, ours vs Triton over {len(sample)} texts: max |dp| = {summary['max_abs_dp_ours_vs_triton']:.2e}", flush=True)
+        for peer in (triton, kserve):
+            theirs = [peer.probabilities(text) for text in sample]
+            summary[f"max_abs_dp_ours_vs_{peer.name}"] = max(abs(row[label] - other[i]) for row, other in zip(ours_p, theirs) for i, label in enumerate(row))
+            print(f"answers, ours vs {peer.name} over {len(sample)} texts: max |dp| = {summary[f'max_abs_dp_ours_vs_{peer.name}']:.2e}", flush=True)
 
         for name in names:  # warm-up
             run_level(targets[name], 32, 200, 30)
@@ -189,22 +206,25 @@ def main() -> None:
             "ours_worker": resident_mib(groups["ours"]["worker"]),
             "torchserve_frontend": resident_mib(frontend),
             "triton_tree": resident_mib(groups["triton"]["server"]),
+            "kserve_process": resident_mib(groups["kserve"]["server"]),
             **({"stock_worker": resident_mib(groups["stock"]["worker"])} if "stock" in names else {}),
         }
     finally:
         triton.stop()
+        kserve.stop()
         if server.stop():
             server.kill()
 
-    write_results(rows, args.out, "peer_comparison", "ours (TorchServe) vs Triton (PyTriton) vs stock archive, same client")
+    write_results(rows, args.out, "peer_comparison", "ours (TorchServe, KServe) vs Triton (PyTriton) vs stock archive, same client")
     best = {}
     for concurrency in args.concurrency:
         level = {name: max(r["throughput_rps"] for r in rows if r["config"] == name and r["concurrency"] == concurrency) for name in names}
         p50 = {name: min(r["p50_ms"] for r in rows if r["config"] == name and r["concurrency"] == concurrency) for name in names}
-        best[concurrency] = {"req_per_s": level, "p50_ms": p50, "ours_over_triton": round(level["ours"] / level["triton"], 2)}
+        best[concurrency] = {"req_per_s": level, "p50_ms": p50, "ours_over_triton": round(level["ours"] / level["triton"], 2),
+                             "kserve_over_triton": round(level["kserve"] / level["triton"], 2)}  # fmt: skip
         if "stock" in names:
             best[concurrency]["ours_over_stock"] = round(level["ours"] / level["stock"], 2)
-        print(f"c{concurrency}: " + ", ".join(f"{n} {level[n]} req/s p50 {p50[n]} ms" for n in names) + f"; ours/triton {best[concurrency]['ours_over_triton']}x")
+        print(f"c{concurrency}: " + ", ".join(f"{n} {level[n]} req/s p50 {p50[n]} ms" for n in names) + f"; ours/triton {best[concurrency]['ours_over_triton']}x, kserve/triton {best[concurrency]['kserve_over_triton']}x")
     summary["best_of_rounds"] = best
     summary["errors"] = sum(r["errors"] for r in rows)
     summary["settings"] = {"ours_mar": args.ours_mar, "ours_workers": args.ours_workers, "batch_size": args.batch_size, "max_batch_delay_ms": args.max_batch_delay, "triton_max_queue_delay_ms": args.triton_delay_ms,

@@ -4,6 +4,7 @@
 #                  with --gpu: `make mar` / `make gpu-mar` make them)
 #   --local-base   CPU image on a Debian bookworm base made here with debootstrap (no image registry needed);
 #                  without it the base is the official python:3.11-slim-bookworm
+#   --kserve       the KServe server image (docker/Dockerfile.kserve: kserve_server, no TorchServe, no torch)
 #   --gpu          the GPU image (docker/Dockerfile.gpu) on NVIDIA's TensorRT base from nvcr.io, with a
 #                  wheelhouse for its Python 3.12; needs a registry that serves nvcr.io (not run here)
 set -euo pipefail
@@ -13,12 +14,14 @@ TAG=""
 BASE=""
 LOCAL_BASE=bert-trt-serve-base:bookworm
 GPU=0
+KSERVE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --mar) MAR="$2"; shift 2 ;;
     --tag) TAG="$2"; shift 2 ;;
     --local-base) BASE="$LOCAL_BASE"; shift ;;
     --gpu) GPU=1; shift ;;
+    --kserve) KSERVE=1; shift ;;
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -28,6 +31,11 @@ if [ "$GPU" = 1 ]; then
   DOCKERFILE=docker/Dockerfile.gpu; REQUIREMENTS=docker/requirements-gpu.txt
   WHEEL_TARGET=(--python-version 3.12 --platform manylinux_2_28_x86_64 --only-binary=:all:)
   TOOLS=(handler ops export); APP_FILES=(docker/config.properties docker/entrypoint.sh docker/gpu_entrypoint.sh)
+elif [ "$KSERVE" = 1 ]; then
+  MAR="${MAR:-model_store/bert_trt.mar}"; TAG="${TAG:-bert-trt-serve:kserve-cpu}"; BASE="${BASE:-python:3.11-slim-bookworm}"
+  DOCKERFILE=docker/Dockerfile.kserve; REQUIREMENTS=docker/requirements-kserve.txt
+  WHEEL_TARGET=()
+  TOOLS=(handler kserve_server); APP_FILES=()
 else
   MAR="${MAR:-model_store/bert_trt.mar}"; TAG="${TAG:-bert-trt-serve:cpu}"; BASE="${BASE:-python:3.11-slim-bookworm}"
   DOCKERFILE=docker/Dockerfile.cpu; REQUIREMENTS=docker/requirements-serve.txt
@@ -49,7 +57,7 @@ mkdir -p "$context/wheelhouse" "$context/app/model_store" "$context/app/tools"
 cp "$REQUIREMENTS" "$context/wheelhouse/"
 cp -r "${TOOLS[@]}" "$context/app/tools/"
 find "$context/app" -name __pycache__ -prune -exec rm -rf {} +
-cp "${APP_FILES[@]}" "$context/app/"
+[ ${#APP_FILES[@]} -eq 0 ] || cp "${APP_FILES[@]}" "$context/app/"
 cp "$MAR" "$context/app/model_store/bert_trt.mar"
 cp "$DOCKERFILE" "$context/Dockerfile"
 docker build --quiet ${BASE:+--build-arg BASE="$BASE"} --tag "$TAG" "$context"

@@ -8,7 +8,8 @@ TorchServe hands the handler a list of dicts; the payload sits under ``body`` or
 * a JSON object: ``{"text": "I loved it"}`` or ``{"text": ["a", "b"]}``
 * a JSON list of texts: ``["a", "b"]`` (answered with a list, in order)
 
-Anything else raises `RequestError`, which carries its HTTP status.
+Behind TorchServe's "kserve" envelope (KServe's TorchServe runtime) each item is one of the body's
+"instances" instead: a text or {"text": ...}. Anything else raises `RequestError`, which carries its HTTP status.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def parse_request(request: dict, max_texts: int = DEFAULT_MAX_TEXTS_PER_REQUEST)
 
 
 def _payload_of(request: dict):
+    if isinstance(request, (str, bytes, bytearray)):  # one instance unwrapped by TorchServe's "kserve" envelope
+        return request
     if not isinstance(request, dict):
         raise RequestError("malformed request: expected a TorchServe request dict")
     for key in PAYLOAD_KEYS:

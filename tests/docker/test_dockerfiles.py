@@ -12,7 +12,7 @@ import pytest
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.gpu"])
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.gpu", "Dockerfile.kserve"])
 def test_dockerfile_passes_hadolint(dockerfile):
     hadolint = Path(sys.executable).with_name("hadolint")
     assert hadolint.is_file(), "hadolint is missing from the virtual environment: run `make setup`"
