@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import requests
 
 from bench.load_test import Config, Target, register, run_level, torchserve_target, write_results
 from export.mar import TorchServeSettings
+from harness.process import wait_until_ready
 from harness.torchserve import TorchServe, free_port
 from training.data import read_labelled_csv
 
@@ -75,17 +75,7 @@ class V2Server:
     def start(self, timeout: float = 240) -> None:
         log = (self.workdir / f"{self.name}.log").open("w")
         self.process = subprocess.Popen(self.command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.process.returncode}); see {self.workdir / f'{self.name}.log'}")
-            try:
-                if requests.get(f"http://127.0.0.1:{self.port}/v2/models/{self.model}/ready", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(1)
-        raise RuntimeError(f"{self.name} was not ready within {timeout} s; see {self.workdir / f'{self.name}.log'}")
+        wait_until_ready(self.process, f"http://127.0.0.1:{self.port}/v2/models/{self.model}/ready", self.workdir / f"{self.name}.log", timeout)
 
     def processes(self) -> list[psutil.Process]:
         parent = psutil.Process(self.process.pid)

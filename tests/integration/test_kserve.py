@@ -9,13 +9,12 @@ import json
 import re
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
 
+from harness.process import wait_until_ready
 from harness.torchserve import free_port
 
 pytestmark = pytest.mark.integration
@@ -34,17 +33,7 @@ def kserve(tiny_model_store, tmp_path_factory):
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert process.poll() is None, log.read_text()[-3000:]
-            try:
-                if requests.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"KServe server not ready in 180 s:\n{log.read_text()[-3000:]}")
+        wait_until_ready(process, f"{url}/v2/health/ready", log, timeout=180)
         yield url, log
     finally:
         process.terminate()
