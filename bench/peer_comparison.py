@@ -33,6 +33,7 @@ import requests
 from bench.load_test import Config, Target, register, run_level, torchserve_target, write_results
 from export.mar import TorchServeSettings
 from harness.process import wait_until_ready
+from kserve_server.batcher import BatchingSettings
 from harness.torchserve import TorchServe, free_port
 from training.data import read_labelled_csv
 
@@ -66,10 +67,11 @@ class V2Server:
         return cls("triton", command, port, TRITON_MODEL, workdir, {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
 
     @classmethod
-    def kserve(cls, mar: Path, workdir: Path) -> "V2Server":
+    def kserve(cls, mar: Path, workdir: Path, max_in_flight: int) -> "V2Server":
         """Our KServe server (`python -m kserve_server`) on the archive."""
         port = free_port()
-        command = [sys.executable, "-m", "kserve_server", "--mar", str(mar), "--http-port", str(port), "--model-name", "bert_trt", "--unpack-dir", str(workdir / "kserve_model")]
+        command = [sys.executable, "-m", "kserve_server", "--mar", str(mar), "--http-port", str(port), "--model-name", "bert_trt",
+                   "--unpack-dir", str(workdir / "kserve_model"), "--max-in-flight", str(max_in_flight)]  # fmt: skip
         return cls("kserve", command, port, "bert_trt", workdir)
 
     def start(self, timeout: float = 240) -> None:
@@ -138,6 +140,7 @@ def main() -> None:
     parser.add_argument("--triton-delay-ms", type=float, default=5, help="Triton's max_queue_delay")
     parser.add_argument("--ours-mar", default="bert_trt.mar", help="archive measured as ours (e.g. bert_trt_w2.mar)")
     parser.add_argument("--ours-workers", type=int, default=shipped.min_workers)
+    parser.add_argument("--kserve-in-flight", type=int, default=BatchingSettings.max_in_flight, help="the KServe server's batches computed at once")
     parser.add_argument("--skip-stock", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "bench_results")
     args = parser.parse_args()
@@ -151,7 +154,7 @@ def main() -> None:
     work = args.out / "peer_comparison_work"
     work.mkdir(parents=True, exist_ok=True)
     triton = V2Server.triton(args.store / "bert_trt.mar", work, args.triton_delay_ms)
-    kserve = V2Server.kserve(args.store / args.ours_mar, work)
+    kserve = V2Server.kserve(args.store / args.ours_mar, work, args.kserve_in_flight)
     server = TorchServe(workdir=work / "ts", model_store=args.store, models=[], enable_model_api=True)
     rows, summary = [], {}
     try:
