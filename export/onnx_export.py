@@ -26,6 +26,8 @@ from handler.spec import ModelSpec
 from training.data import read_labelled_csv
 
 FP32_LOGIT_TOLERANCE = 1e-4
+#: the same check for the fp16 ONNX export.trt_engine writes (fp16 weights and matmuls, norms in fp32)
+FP16_LOGIT_TOLERANCE = 5e-2
 FALLBACK_TEXTS = [
     "I loved every minute of it.",
     "Terrible service, never again.",

@@ -8,10 +8,12 @@ capability, precision, profile ranges, I/O names and dtypes, sha256 of the ONNX)
 handler checks before it deserializes the engine, and prints the equivalent ``trtexec`` command.
 
 Precision: fp16 (default) or fp32. TensorRT 10 takes fp16 as a builder flag on the fp32 ONNX.
-TensorRT 11 is strongly typed (the FP16 flag is gone): convert the ONNX to mixed precision first
-with NVIDIA ModelOpt's AutoCast, as NVIDIA's migration guide says, and pass that file:
-``python -m modelopt.onnx.autocast --onnx_path model.onnx --output_path model_fp16.onnx --low_precision_type fp16 --keep_io_types``
-(keep it in the same folder as ``serving_spec.json``).
+TensorRT 11 is strongly typed (the FP16 flag is gone): precision comes from the graph, so this
+command writes ``model.fp16.onnx`` itself (ONNX Runtime's transformer tools' float16 conversion:
+fp16 weights and matmuls; LayerNorm, Softmax, reductions, pow/sqrt and erf kept in fp32; fp32
+inputs/outputs), checks it against the fp32 PyTorch checkpoint with ONNX Runtime (``--checkpoint``;
+max |Δlogit| ≤ 0.05 and the same argmax on every text, else it stops), and builds from it. The
+sidecar says which way fp16 was made (``fp16_by``).
 """
 
 from __future__ import annotations
@@ -99,6 +101,22 @@ def onnx_is_fp16(onnx_path: Path) -> bool:
     return bool(types) and types.count(onnx.TensorProto.FLOAT16) * 2 > len(types)
 
 
+#: ops left in fp32 by the fp16 conversion: normalizations, softmax, reductions and GELU's erf lose range or precision in fp16
+FP16_KEPT_FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Erf")
+
+
+def fp16_onnx(onnx_path: Path) -> Path:
+    """Write the mixed-precision ``model.fp16.onnx`` beside `onnx_path` (fp32 inputs and outputs) and return its path."""
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(onnx_path)))
+    model.convert_float_to_float16(keep_io_types=True, op_block_list=list(FP16_KEPT_FP32_OPS))
+    out = onnx_path.with_name(layout.FP16_ONNX_FILE)
+    onnx.save(model.model, str(out))
+    return out
+
+
 def engine_from_onnx(
     onnx_path: Path,
     engine_path: Path,
@@ -123,9 +141,8 @@ def engine_from_onnx(
     has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
     if precision == "fp16" and not has_fp16_flag and not onnx_is_fp16(onnx_path):
         raise EngineBuildError(
-            f"TensorRT {trt.__version__} is strongly typed (no FP16 builder flag): convert the ONNX with ModelOpt AutoCast,\n"
-            f"  python -m modelopt.onnx.autocast --onnx_path {onnx_path} --low_precision_type fp16 --keep_io_types\n"
-            f"and pass the result as --onnx (next to serving_spec.json), or build with --precision fp32"
+            f"TensorRT {trt.__version__} is strongly typed (no FP16 builder flag): build from an fp16 ONNX\n"
+            f"(`python -m export.trt_engine --precision fp16` writes {layout.FP16_ONNX_FILE} and checks it), or build with --precision fp32"
         )
     flags = 0
     if hasattr(trt, "NetworkDefinitionCreationFlag") and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") and not (precision == "fp16" and has_fp16_flag):
@@ -171,6 +188,7 @@ def engine_from_onnx(
         "gpu_name": torch.cuda.get_device_name(),
         "compute_capability": f"{major}.{minor}",
         "precision": precision,
+        "fp16_by": ("builder flag" if has_fp16_flag else "fp16 ONNX (strongly typed network)") if precision == "fp16" else None,
         "profile": asdict(profile),
         "io": io,
         "onnx_file": onnx_path.name,
@@ -180,6 +198,25 @@ def engine_from_onnx(
     }
     layout.sidecar_path(engine_path).write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
+
+
+def builder_has_fp16_flag() -> bool:
+    """True on TensorRT 10 (fp16 is a builder flag), False on strongly typed TensorRT 11; raises `EngineBuildError` without TensorRT."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise EngineBuildError(INSTALL_HINT) from None
+    return hasattr(trt.BuilderFlag, "FP16")
+
+
+def checked_fp16_onnx(onnx_path: Path, checkpoint: Path, parity_texts: Path | None) -> Path:
+    """`fp16_onnx`, then the exporter's parity check against the fp32 checkpoint (raises `ParityError` over tolerance)."""
+    from export.onnx_export import FP16_LOGIT_TOLERANCE, check_onnx_parity, texts_for_parity
+
+    path = fp16_onnx(onnx_path)
+    report = check_onnx_parity(path, checkpoint, texts_for_parity(parity_texts), tolerance=FP16_LOGIT_TOLERANCE)
+    print(f"wrote {path}: {report.summary()}")
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -194,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timing-cache", type=Path, help="read and update this timing cache file (faster rebuilds)")
     parser.add_argument("--workspace-gib", type=float, help="builder workspace limit")
     parser.add_argument("--print-trtexec", action="store_true", help="only print the equivalent trtexec command")
+    parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/default/checkpoint"), help="fp32 reference for the fp16 ONNX's parity check")
+    parser.add_argument("--parity-texts", type=Path, default=Path("artifacts/data/test.csv"), help="texts for that check (built-in ones if missing)")
     args = parser.parse_args(argv)
 
     spec = ModelSpec.load(args.onnx.parent)
@@ -204,7 +243,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"equivalent trtexec command:\n  {command}")
     if args.print_trtexec:
         return
-    sidecar = engine_from_onnx(args.onnx, args.engine, profile, args.precision, args.timing_cache, args.workspace_gib)
+    onnx_path = args.onnx
+    if args.precision == "fp16" and not builder_has_fp16_flag() and not onnx_is_fp16(onnx_path):
+        onnx_path = checked_fp16_onnx(onnx_path, args.checkpoint, args.parity_texts)
+    sidecar = engine_from_onnx(onnx_path, args.engine, profile, args.precision, args.timing_cache, args.workspace_gib)
     print(f"wrote {args.engine} and its sidecar: TensorRT {sidecar['tensorrt_version']}, {sidecar['gpu_name']} (sm {sidecar['compute_capability']}), {args.precision}")
 
 

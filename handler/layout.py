@@ -24,6 +24,8 @@ CHECKPOINT_DIR = "model"
 SPEC_FILE = "serving_spec.json"
 ONNX_FILE = "model.onnx"
 INT8_ONNX_FILE = "model.int8.onnx"
+#: the mixed-precision copy export.trt_engine writes for strongly typed TensorRT (11) fp16 builds
+FP16_ONNX_FILE = "model.fp16.onnx"
 ENGINE_FILE = "model.plan"
 #: the engine's sidecar sits beside it with this suffix added (model.plan -> model.plan.json)
 SIDECAR_SUFFIX = ".json"

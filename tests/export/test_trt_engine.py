@@ -1,10 +1,12 @@
 """The engine builder's own logic (profiles, trtexec line, install hint); building needs real TensorRT."""
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from export import trt_engine
+from handler import layout
 from handler.errors import EngineBuildError
 from handler.spec import ModelSpec
 
@@ -35,3 +37,18 @@ def test_without_tensorrt_the_builder_says_what_to_install(monkeypatch, tiny_exp
 
 def test_fp32_onnx_is_not_mistaken_for_fp16(tiny_export):
     assert trt_engine.onnx_is_fp16(tiny_export / "model.onnx") is False
+
+
+def test_fp16_onnx_for_strongly_typed_tensorrt_passes_the_parity_check(tiny_checkpoint, tiny_export, tmp_path):
+    """TensorRT 11 has no FP16 flag: the command writes model.fp16.onnx (fp16 weights, norms and softmax in fp32,
+    fp32 I/O) and checks it against the fp32 checkpoint with ONNX Runtime before building from it."""
+    import shutil
+
+    import onnx
+
+    export = Path(shutil.copytree(tiny_export, tmp_path / "export"))
+    path = trt_engine.checked_fp16_onnx(export / layout.ONNX_FILE, tiny_checkpoint, None)
+    assert path == export / layout.FP16_ONNX_FILE and trt_engine.onnx_is_fp16(path)
+    graph = onnx.load(str(path)).graph
+    assert any(node.op_type in trt_engine.FP16_KEPT_FP32_OPS for node in graph.node) and any(node.op_type == "Cast" for node in graph.node)
+    assert all(value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT16 for value in [*graph.input, *graph.output])
