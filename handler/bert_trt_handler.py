@@ -14,13 +14,10 @@ from __future__ import annotations
 import logging
 import time
 
-from handler.backends import choose_backend
-from handler.classifier import TextClassifier
+from handler.classifier import TextClassifier, load_classifier
 from handler.metrics import HandlerMetrics
 from handler.payload import ParsedRequest, RequestError, parse_request
 from handler.settings import HandlerSettings
-from handler.spec import ModelSpec
-from handler.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +36,10 @@ class BertTrtHandler:
         model_dir = properties["model_dir"]
         model_yaml = getattr(context, "model_yaml_config", None) or {}
         self.settings = HandlerSettings.from_model_yaml(model_yaml).for_workers(model_yaml.get("minWorkers"))
-        spec = ModelSpec.load(model_dir)
-        tokenizer = load_tokenizer(model_dir)
         gpu_id = properties.get("gpu_id")  # None: TorchServe gave this worker no GPU
-        gpu_id = None if gpu_id is None else int(gpu_id)
-        backend, skipped = choose_backend(self.settings, model_dir, spec, gpu_id=gpu_id, tokenizer_size=len(tokenizer))
-        self.classifier = TextClassifier(tokenizer, backend, spec, self.settings.max_length)
-        self.skipped_backends = skipped
-        logger.info("bert_trt ready: %s, max_length=%d, labels=%s", backend.describe(), self.classifier.max_length, spec.labels)
+        self.classifier, self.skipped_backends = load_classifier(model_dir, self.settings, None if gpu_id is None else int(gpu_id))
+        backend = self.classifier.backend
+        logger.info("bert_trt ready: %s, max_length=%d, labels=%s", backend.describe(), self.classifier.max_length, self.classifier.labels)
         HandlerMetrics(getattr(context, "metrics", None)).backend_started(backend.name)
         self.initialized = True
 

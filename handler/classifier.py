@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from handler.backends.base import Backend
+from handler.backends.selection import choose_backend
+from handler.settings import HandlerSettings
 from handler.spec import ModelSpec
 from handler.tokenizer import FastTokenizer, load_tokenizer
-
-__all__ = ["BatchTimings", "EncodedTexts", "TextClassifier", "load_tokenizer", "softmax"]
 
 #: a text is cut to max_length x this many characters before tokenizing. A guard against megabyte texts
 #: (1 MB took 1 s to tokenize on 2 cores, for 128 tokens kept); the first max_length tokens of any text
@@ -128,3 +129,13 @@ class TextClassifier:
             "probabilities": {label: round(p, 6) for label, p in zip(self.labels, row)},
             "truncated": truncated,
         }
+
+
+def load_classifier(model_dir: str | Path, settings: HandlerSettings, gpu_id: int | None) -> tuple[TextClassifier, list[str]]:
+    """The classifier of an unpacked archive: its spec, tokenizer and the first backend that runs here
+    (loaded and warmed up), and the reasons the backends before it were skipped. Both front doors
+    (TorchServe's handler, the KServe server) start this way."""
+    spec = ModelSpec.load(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    backend, skipped = choose_backend(settings, model_dir, spec, gpu_id=gpu_id, tokenizer_size=len(tokenizer))
+    return TextClassifier(tokenizer, backend, spec, settings.max_length), skipped

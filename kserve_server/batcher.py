@@ -34,16 +34,6 @@ class _Pending:
     queued_at: float = field(default_factory=time.perf_counter)
 
 
-@dataclass
-class BatchStats:
-    """Counters for tests and metrics: batches run, requests and texts in them, the largest batch."""
-
-    batches: int = 0
-    requests: int = 0
-    texts: int = 0
-    largest_batch_requests: int = 0
-
-
 class MicroBatcher:
     """Batches concurrent `submit` calls into calls of `batch_function(texts) -> results`, run in threads."""
 
@@ -54,7 +44,6 @@ class MicroBatcher:
         self.max_batch_texts = max_batch_texts
         self.max_delay_s = max_delay_ms / 1000
         self.max_in_flight = max_in_flight
-        self.stats = BatchStats()
         self._queue: asyncio.Queue[_Pending] | None = None
         self._slots: asyncio.Semaphore | None = None
         self._runner: asyncio.Task | None = None
@@ -110,10 +99,6 @@ class MicroBatcher:
 
     async def _dispatch(self, batch: list[_Pending]) -> None:
         texts = [text for pending in batch for text in pending.texts]
-        self.stats.batches += 1
-        self.stats.requests += len(batch)
-        self.stats.texts += len(texts)
-        self.stats.largest_batch_requests = max(self.stats.largest_batch_requests, len(batch))
         try:
             results = await asyncio.get_running_loop().run_in_executor(None, self.batch_function, texts)
         except Exception as error:  # fail this batch's requests only

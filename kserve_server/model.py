@@ -24,12 +24,9 @@ from pathlib import Path
 import kserve
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
-from handler.backends import choose_backend
-from handler.classifier import TextClassifier
+from handler.classifier import TextClassifier, load_classifier
 from handler.payload import RequestError, texts_from_value
 from handler.settings import HandlerSettings
-from handler.spec import ModelSpec
-from handler.tokenizer import load_tokenizer
 from kserve_server.batcher import BatchingSettings, MicroBatcher
 
 logger = logging.getLogger(__name__)
@@ -51,12 +48,9 @@ class BertClassifierModel(kserve.Model):
 
     def load(self) -> bool:
         """Spec, tokenizer, the first backend that runs here (warmed up), and the batcher."""
-        spec = ModelSpec.load(self.model_dir)
-        tokenizer = load_tokenizer(self.model_dir)
-        backend, _ = choose_backend(self.settings, self.model_dir, spec, gpu_id=self.gpu_id, tokenizer_size=len(tokenizer))
-        self.classifier = TextClassifier(tokenizer, backend, spec, self.settings.max_length)
+        self.classifier, _ = load_classifier(self.model_dir, self.settings, self.gpu_id)
         self.batcher = MicroBatcher(self.classify_batch, self.batching.max_batch_texts, self.batching.max_delay_ms, self.batching.max_in_flight)
-        logger.info("%s ready: %s, max_length=%d, labels=%s, %s", self.name, backend.describe(), self.classifier.max_length, spec.labels, self.batching)
+        logger.info("%s ready: %s, max_length=%d, labels=%s, %s", self.name, self.classifier.backend.describe(), self.classifier.max_length, self.classifier.labels, self.batching)
         self.ready = True
         return self.ready
 

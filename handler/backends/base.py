@@ -22,6 +22,8 @@ from handler.errors import BackendUnavailable
 from handler.settings import BackendOptions, CpuOptions
 from handler.spec import ModelSpec
 
+#: the backends that need the GPU the server gave the worker (`gpu_id`)
+GPU_BACKENDS = ("tensorrt", "torch_cuda")
 #: why a GPU backend is skipped in a worker that the server gave no GPU
 NO_GPU_ASSIGNED = "the server assigned this worker no GPU (TorchServe: no GPU visible, or number_of_gpu=0)"
 
@@ -66,6 +68,8 @@ class Backend:
         """Prepare the backend and run its warm-up; raises `BackendUnavailable` if it cannot run here."""
         if self.loaded:
             return self
+        if self.name in GPU_BACKENDS and self.gpu_id is None:
+            raise BackendUnavailable(NO_GPU_ASSIGNED)
         self._load_impl()
         self.loaded = True
         try:

@@ -10,7 +10,7 @@ import importlib
 import logging
 from pathlib import Path
 
-from handler.backends.base import NO_GPU_ASSIGNED, Backend
+from handler.backends.base import GPU_BACKENDS, NO_GPU_ASSIGNED, Backend
 from handler.errors import BackendUnavailable, SettingsError
 from handler.settings import BACKEND_NAMES, HandlerSettings
 from handler.spec import ModelSpec
@@ -25,7 +25,6 @@ BACKEND_CLASSES = {
     "torch_cpu": "TorchCpuBackend",
 }
 assert tuple(BACKEND_CLASSES) == BACKEND_NAMES, "settings.BACKEND_NAMES must list the backends in preference order"
-GPU_BACKENDS = ("tensorrt", "torch_cuda")
 
 
 def backend_class(name: str) -> type[Backend]:
@@ -56,7 +55,7 @@ def choose_backend(
     """
     skipped = []
     for name in backend_order(settings.backend):
-        if name in GPU_BACKENDS and gpu_id is None:
+        if name in GPU_BACKENDS and gpu_id is None:  # not even imported: a CPU worker never loads torch
             message = f"backend {name} skipped: {NO_GPU_ASSIGNED}"
             logger.info(message)
             skipped.append(message)

@@ -16,7 +16,7 @@ import json
 import torch
 
 from handler import layout
-from handler.backends.base import NO_GPU_ASSIGNED, Backend
+from handler.backends.base import Backend
 from handler.backends.torch_io import as_tensors
 from handler.errors import BackendUnavailable
 from handler.settings import TensorRTOptions
@@ -57,8 +57,6 @@ class TensorRTBackend(Backend):
         engine_path = self.model_dir / layout.ENGINE_FILE
         if not engine_path.is_file():
             raise BackendUnavailable("no TensorRT engine in the .mar (build one with export.trt_engine and pass --engine to build_mar.py)")
-        if self.gpu_id is None:
-            raise BackendUnavailable(NO_GPU_ASSIGNED)
         if not self._cuda_available():
             raise BackendUnavailable("no CUDA device visible to this worker")
         try:

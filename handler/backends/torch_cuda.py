@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handler.backends.base import NO_GPU_ASSIGNED, Backend, load_hf_classifier
+from handler.backends.base import Backend, load_hf_classifier
 from handler.backends.cuda_graphs import CapturedBatch, ForwardLogits, graph_key
 from handler.backends.torch_io import as_tensors
 from handler.errors import BackendUnavailable
@@ -71,8 +71,6 @@ class TorchCudaBackend(Backend):
     SEQUENCE_BUCKETS = (16, 32, 64, 128, 256, 512)
 
     def _load_impl(self) -> None:
-        if self.gpu_id is None:
-            raise BackendUnavailable(NO_GPU_ASSIGNED)
         if not torch.cuda.is_available():
             raise BackendUnavailable("no CUDA device visible to this worker")
         # The CPU side of a GPU batch is a few small copies: more intra-op threads only spin. On an H100,
