@@ -84,7 +84,7 @@ $(TRITON_VENV)/.installed: bench/requirements-triton.txt
 	$(TRITON_VENV)/bin/python -m pip install --quiet -r bench/requirements-triton.txt
 	touch $@
 
-bench-peers: setup bench-mars bench-triton-env  ## ours vs Triton vs the stock archive, same client, same run
+bench-peers: setup bench-mars bench-triton-env  ## ours (TorchServe, KServe) vs Triton vs the stock archive, same client, same run
 	$(BIN)/python -m bench.peer_comparison
 
 kserve: setup $(MAR)  ## the same archive behind KServe's model server (v1 + v2 REST) on 127.0.0.1:8085

@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-requests", type=int, default=1500, help="per level")
-    parser.add_argument("--max-seconds", type=float, default=40, help="per level")
+    parser.add_argument("--max-seconds", type=float, default=30, help="per level")
     shipped = TorchServeSettings()
     parser.add_argument("--batch-size", type=int, default=shipped.batch_size)
     parser.add_argument("--max-batch-delay", type=int, default=shipped.max_batch_delay_ms)
