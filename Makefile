@@ -61,8 +61,7 @@ docker-image: setup $(MAR)  ## the CPU image of the default model (local deboots
 GPU_MAR := model_store/gpu/bert_trt.mar
 gpu-mar: $(GPU_MAR)  ## the GPU-shaped archive: fp32 model.onnx for the engine build, 4 workers x batch 64 x 10 ms
 $(GPU_MAR): $(EXPORT_DIR)/model.onnx $(shell find handler -name '*.py') build_mar.py export/mar.py
-	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --export-dir $(EXPORT_DIR) --out model_store/gpu --no-onnx-int8 \
-		--batch-size 64 --max-batch-delay 10 --min-workers 4 --max-workers 4
+	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --export-dir $(EXPORT_DIR) --out model_store/gpu --no-onnx-int8 --target gpu
 
 docker-image-gpu: setup $(GPU_MAR)  ## the GPU image (NVIDIA's TensorRT base from nvcr.io: needs that registry)
 	docker/build.sh --gpu

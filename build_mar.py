@@ -9,9 +9,10 @@ option come from the typed settings: handler/settings.py and export/mar.py:Torch
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
-from export.mar import HANDLER_SOURCE, MarRequest, TorchServeSettings, build_mar
+from export.mar import HANDLER_SOURCE, SERVING_TARGETS, MarRequest, TorchServeSettings, build_mar
 from handler import layout
 from handler.errors import run_cli
 from handler.settings import BACKEND_NAMES, HandlerSettings, OnnxRuntimeOptions, TorchCpuOptions
@@ -19,7 +20,7 @@ from handler.settings import BACKEND_NAMES, HandlerSettings, OnnxRuntimeOptions,
 
 def parse_args(argv: list[str] | None = None) -> MarRequest:
     """The `MarRequest` described by the command line."""
-    defaults, serving = HandlerSettings(), TorchServeSettings()
+    defaults = HandlerSettings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/default/checkpoint"), help="fine-tuned HF checkpoint folder")
     parser.add_argument("--export-dir", type=Path, help=f"folder with {layout.ONNX_FILE} + {layout.SPEC_FILE} from export.onnx_export")
@@ -34,14 +35,18 @@ def parse_args(argv: list[str] | None = None) -> MarRequest:
     parser.add_argument("--onnx-int8", action=argparse.BooleanOptionalAction, default=defaults.onnxruntime.int8, help="onnxruntime runs model.int8.onnx when the archive has it")
     parser.add_argument("--onnx-spinning", action=argparse.BooleanOptionalAction, default=defaults.onnxruntime.spinning, help="ONNX Runtime threads spin while idle")
     parser.add_argument("--cpu-sub-batch", type=int, default=defaults.onnxruntime.sub_batch, help="CPU backends: texts per forward pass, length-sorted")
-    parser.add_argument("--batch-size", type=int, default=serving.batch_size, help="TorchServe batchSize")
-    parser.add_argument("--max-batch-delay", type=int, default=serving.max_batch_delay_ms, help="TorchServe maxBatchDelay (ms)")
-    parser.add_argument("--min-workers", type=int, default=serving.min_workers)
-    parser.add_argument("--max-workers", type=int, default=serving.max_workers)
-    parser.add_argument("--response-timeout", type=int, default=serving.response_timeout_s, help="seconds a batch may take")
-    parser.add_argument("--startup-timeout", type=int, default=serving.startup_timeout_s, help="seconds a worker may take to load and warm up")
-    parser.add_argument("--max-retry-timeout", type=int, default=serving.max_retry_timeout_s, help="seconds TorchServe keeps restarting a failing worker")
+    parser.add_argument(
+        "--target", choices=SERVING_TARGETS, help="whose TorchServe defaults below apply (default: gpu when --engine is given, else cpu)"
+    )
+    parser.add_argument("--batch-size", type=int, help="TorchServe batchSize (cpu: 32, gpu: 64)")
+    parser.add_argument("--max-batch-delay", type=int, help="TorchServe maxBatchDelay in ms (cpu: 1, gpu: 10)")
+    parser.add_argument("--min-workers", type=int, help="cpu: 2, gpu: 4")
+    parser.add_argument("--max-workers", type=int, help="cpu: 2, gpu: 4")
+    parser.add_argument("--response-timeout", type=int, help="seconds a batch may take")
+    parser.add_argument("--startup-timeout", type=int, help="seconds a worker may take to load and warm up")
+    parser.add_argument("--max-retry-timeout", type=int, help="seconds TorchServe keeps restarting a failing worker")
     args = parser.parse_args(argv)
+    serving = TorchServeSettings.for_target(args.target or ("gpu" if args.engine else "cpu"))
     cpu = {"num_threads": args.num_threads, "sub_batch": args.cpu_sub_batch}
     handler = HandlerSettings(
         backend=args.backend,
@@ -49,9 +54,12 @@ def parse_args(argv: list[str] | None = None) -> MarRequest:
         onnxruntime=OnnxRuntimeOptions(int8=args.onnx_int8, spinning=args.onnx_spinning, **cpu),
         torch_cpu=TorchCpuOptions(**cpu),
     )
-    torchserve = TorchServeSettings(
-        args.batch_size, args.max_batch_delay, args.min_workers, args.max_workers, args.response_timeout, args.startup_timeout, args.max_retry_timeout
-    )
+    given = {
+        "batch_size": args.batch_size, "max_batch_delay_ms": args.max_batch_delay, "min_workers": args.min_workers,
+        "max_workers": args.max_workers, "response_timeout_s": args.response_timeout, "startup_timeout_s": args.startup_timeout,
+        "max_retry_timeout_s": args.max_retry_timeout,
+    }  # fmt: skip
+    torchserve = replace(serving, **{name: value for name, value in given.items() if value is not None})
     return MarRequest(args.checkpoint, args.export_dir, args.engine, args.model_name, args.version, args.out, args.handler, handler, torchserve)
 
 

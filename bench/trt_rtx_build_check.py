@@ -18,11 +18,44 @@ import os
 import time
 from pathlib import Path
 
+from export.quantize import TENSORRT_FORMATS
+
+
+def graphs_for_precisions(onnx_path: Path, checkpoint: Path, texts: Path):
+    """(precision, ONNX) pairs the project writes for strongly typed builders: fp16 conversion, int8 and fp8 QDQ."""
+    from export.quantize import CalibrationData, tensorrt_qdq_onnx
+    from export.trt_engine import fp16_onnx
+
+    yield "fp16", fp16_onnx(onnx_path)
+    data = CalibrationData.load(onnx_path.parent, checkpoint, texts, texts, calibration_texts=64)
+    data.evaluation_labels, data.evaluation_texts = data.evaluation_labels[:64], data.evaluation_texts[:64]
+    for precision in ("int8", "fp8"):
+        tensorrt_qdq_onnx(onnx_path, precision, data, budget_points=100)  # random weights: accuracy means nothing here
+        yield precision, onnx_path.with_name(TENSORRT_FORMATS[precision].file_name)
+
+
+def build_check(trt, precision: str, onnx_path: Path, spec) -> dict:
+    """Build `onnx_path` at `precision` with engine_from_onnx; what happened, as a dict."""
+    from export.trt_engine import default_profile, engine_from_onnx
+    from handler.errors import EngineBuildError
+
+    engine = onnx_path.with_suffix(f".{precision}.plan")
+    start = time.perf_counter()
+    try:
+        sidecar = engine_from_onnx(onnx_path, engine, default_profile(spec, 32), precision=precision, trt=trt)
+    except EngineBuildError as error:
+        row = {"precision": precision, "onnx": onnx_path.name, "built": False, "error": str(error)[:2000]}
+    else:
+        row = {"precision": precision, "onnx": onnx_path.name, "built": True, "build_s": round(time.perf_counter() - start, 1),
+               "engine_mib": round(engine.stat().st_size / 2**20, 1), "network": sidecar["network"]}  # fmt: skip
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokenizer", type=Path, required=True)
+    parser.add_argument("--texts", type=Path, required=True, help="label,txt CSV: calibration texts for the QDQ graphs")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_results")))
     args = parser.parse_args()
     import tensorrt_rtx_bindings as trt
@@ -53,6 +86,7 @@ def main() -> None:
     except EngineBuildError as refusal:
         report["fp16_on_fp32_onnx"] = f"refused as designed: {refusal}"
     print(report["fp16_on_fp32_onnx"], flush=True)
+    report["strongly_typed_builds"] = [build_check(trt, precision, path, spec) for precision, path in graphs_for_precisions(onnx_path, checkpoint, args.texts)]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "trt_rtx_build_check.json").write_text(json.dumps(report, indent=1))
 

@@ -1,6 +1,15 @@
-"""fp32 ONNX -> calibrated (static) int8 ONNX with ONNX Runtime's quantizer, checked against an accuracy budget.
+"""fp32 ONNX -> calibrated (static) quantized models, each checked against an accuracy budget.
 
     python -m export.quantize --checkpoint DIR --onnx DIR/model.onnx --calibration train.csv --evaluation test.csv
+    python -m export.quantize ... --tensorrt int8 --tensorrt fp8 --fp8
+
+By default it writes model.int8.onnx for the onnxruntime backend (below). `--tensorrt int8|fp8` writes
+TensorRT's explicit-quantization graphs instead (model.qdq-int8.onnx, model.qdq-fp8.onnx: symmetric
+scales, zero points 0, int8 or float8 e4m3 Q/DQ around the same weight MatMuls, opset 19 for FP8),
+which `export.trt_engine --precision int8|fp8` builds from; their records sit beside them as JSON.
+`--fp8` writes fp8_scales.json: each projection input's absmax for the torch_cuda backend's FP8 path
+(handler/kernels/fp8_bert.py), from the same calibration texts, with its accuracy (emulated on the CPU)
+checked against the same budget.
 
 Why static: a static model's activation scales are fixed by calibration, so a text's answer never depends
 on the other texts of its batch (the dynamic quantizer computed them per forward pass and moved a text's
@@ -18,9 +27,11 @@ made goes into serving_spec.json (`ModelSpec.quantization`), so the archive says
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import re
 import tempfile
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +43,47 @@ from training.data import read_labelled_csv
 
 DEFAULT_BUDGET_POINTS = 0.5
 DEFAULT_CALIBRATION_TEXTS = 300
-METHOD = "static int8 (QDQ)"
+
+
+@dataclass(frozen=True)
+class QdqFormat:
+    """One quantized ONNX the exporter can write: its file, reader and ONNX Runtime quantizer options."""
+
+    file_name: str
+    method: str
+    #: onnxruntime.quantization.QuantType names
+    activation_type: str
+    weight_type: str
+    activation_symmetric: bool
+    #: onnxruntime.quantization.CalibrationMethod name (its float8 quantizer accepts Distribution only)
+    calibrate_method: str
+    #: weight MatMuls left in float: None, or "ffn_down" (each layer's FFN down projection, see FFN_DOWN_MATMUL)
+    kept_in_float: str | None = None
+
+    @property
+    def quantized_ops(self) -> str:
+        """What the record says was quantized."""
+        return "weights except the FFN down projection" if self.kept_in_float == "ffn_down" else "weights"
+
+    def matmuls_to_quantize(self, onnx_path: Path) -> list[str]:
+        """The weight MatMuls this format quantizes."""
+        names = weight_matmuls(onnx_path)
+        return [name for name in names if not FFN_DOWN_MATMUL.search(name)] if self.kept_in_float == "ffn_down" else names
+
+
+#: the FFN's down projection in exported encoders (BERT/RoBERTa/ELECTRA/DeBERTa: layer.N/output/dense; DistilBERT: ffn/lin2).
+#: Its input is GELU's output, whose outliers a symmetric per-tensor int8 scale cannot hold: quantizing it cost the
+#: default model 3.6 accuracy points with TensorRT-style int8, keeping it in float 0.1 (README)
+FFN_DOWN_MATMUL = re.compile(r"(?<!attention)/output/dense/MatMul$|/ffn/lin2/MatMul$")
+
+
+ONNXRUNTIME_INT8 = QdqFormat(layout.INT8_ONNX_FILE, "static int8 (QDQ)", "QUInt8", "QInt8", False, "MinMax")
+#: TensorRT reads symmetric Q/DQ only (zero point 0), int8 or float8 e4m3
+TENSORRT_FORMATS = {
+    "int8": QdqFormat(layout.QDQ_ONNX_FILES["int8"], "static int8 (QDQ, symmetric)", "QInt8", "QInt8", True, "MinMax", kept_in_float="ffn_down"),
+    "fp8": QdqFormat(layout.QDQ_ONNX_FILES["fp8"], "static fp8 e4m3 (QDQ)", "QFLOAT8E4M3FN", "QFLOAT8E4M3FN", True, "Distribution"),
+}
+FP8_SCALES_METHOD = "static fp8 e4m3 (torch_cuda, per-tensor scales)"
 
 
 class QuantizationBudgetError(ExportError):
@@ -49,26 +100,37 @@ def weight_matmuls(onnx_path: Path) -> list[str]:
 
 
 class _TokenizedBatches:
-    """ONNX Runtime's CalibrationDataReader over texts tokenized in padded batches."""
+    """ONNX Runtime's CalibrationDataReader over texts tokenized in batches, padded to the batch's longest text;
+    or, with `pad_to`, full batches only, each padded to `pad_to` tokens (the histogram calibrators stack
+    every batch's tensors: they need one shape). `texts_used` says how many texts it feeds."""
 
-    def __init__(self, tokenizer, spec: ModelSpec, texts: list[str], batch_size: int = 16):
-        self.batches = [onnx_feeds(tokenizer, spec, texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+    def __init__(self, tokenizer, spec: ModelSpec, texts: list[str], batch_size: int = 16, pad_to: int | None = None):
+        if pad_to:
+            texts = texts[: len(texts) - len(texts) % batch_size] or texts
+        self.texts_used = len(texts)
+        self.batches = [onnx_feeds(tokenizer, spec, texts[i : i + batch_size], pad_to) for i in range(0, len(texts), batch_size)]
 
     def get_next(self):
         return self.batches.pop(0) if self.batches else None
 
 
-def onnx_feeds(tokenizer, spec: ModelSpec, texts: list[str]) -> dict[str, np.ndarray]:
-    """int64 inputs of a padded batch, named as the ONNX graph's inputs."""
-    encoded = tokenizer(texts, padding=True, truncation=True, max_length=spec.max_length, return_tensors="np", return_token_type_ids=True)
+def onnx_feeds(tokenizer, spec: ModelSpec, texts: list[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
+    """int64 inputs of a padded batch (to its longest text, or to `pad_to` tokens), named as the ONNX graph's inputs."""
+    padding = {"padding": "max_length", "max_length": pad_to} if pad_to else {"padding": True, "max_length": spec.max_length}
+    encoded = tokenizer(texts, truncation=True, return_tensors="np", return_token_type_ids=True, **padding)
     return {name: encoded[name].astype(np.int64) for name in spec.input_names}
 
 
-def onnx_accuracy(onnx_path: Path, tokenizer, spec: ModelSpec, labels: list[str], texts: list[str], batch_size: int = 16) -> float:
-    """Share of texts whose argmax label (spec's names) equals `labels`, batched by length."""
+def onnx_accuracy(onnx_path: Path, tokenizer, spec: ModelSpec, labels: list[str], texts: list[str], batch_size: int = 16, fuse: bool = True) -> float:
+    """Share of texts whose argmax label (spec's names) equals `labels`, batched by length. `fuse=False` turns
+    ONNX Runtime's graph fusions off: Q/DQ then run as written, around float32 MatMuls (how its CPU runs FP8
+    QDQ graphs: it has no FP8 MatMul, and the fused QLinearMatMul refuses float8 inputs)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if not fuse:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     correct = 0
     for first in range(0, len(order), batch_size):
@@ -76,6 +138,122 @@ def onnx_accuracy(onnx_path: Path, tokenizer, spec: ModelSpec, labels: list[str]
         (logits,) = session.run([spec.output_name], onnx_feeds(tokenizer, spec, [texts[i] for i in indices]))
         correct += sum(spec.labels[int(best)] == labels[i] for best, i in zip(logits.argmax(1), indices))
     return correct / len(texts)
+
+
+@dataclass
+class CalibrationData:
+    """What every quantization here reads: the tokenizer, the spec, calibration texts and labelled evaluation texts."""
+
+    tokenizer: object
+    spec: ModelSpec
+    calibration: list[str]
+    calibration_source: str
+    seed: int
+    evaluation_labels: list[str]
+    evaluation_texts: list[str]
+    evaluation_source: str
+
+    @classmethod
+    def load(cls, export_dir: Path, checkpoint: Path, calibration_csv: Path, evaluation_csv: Path, calibration_texts: int, seed: int = 0) -> "CalibrationData":
+        """Sample `calibration_texts` texts (shuffled with `seed`) and read the evaluation CSV; raises `DataError` on unknown labels."""
+        from transformers import AutoTokenizer
+
+        spec = ModelSpec.load(export_dir)
+        _, pool = read_labelled_csv(calibration_csv)
+        random.Random(seed).shuffle(pool)
+        labels, texts = read_labelled_csv(evaluation_csv)
+        unknown = set(labels) - set(spec.labels)
+        if unknown:
+            raise DataError(f"{evaluation_csv} has labels {sorted(unknown)} that the model does not know ({spec.labels})")
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
+        return cls(tokenizer, spec, pool[:calibration_texts], Path(calibration_csv).name, seed, labels, texts, Path(evaluation_csv).name)
+
+    def record(
+        self, method: str, calibrate_method: str, budget_points: float, accuracy_fp32: float, accuracy_quantized: float,
+        calibration_texts: int | None = None, quantized_ops: str = "weights",
+    ) -> QuantizationRecord:  # fmt: skip
+        """The record of a model quantized from this data (`calibration_texts` of its texts, default all),
+        refused (`QuantizationBudgetError`) over the budget."""
+        record = QuantizationRecord(
+            method=method, per_channel=True, calibrate_method=calibrate_method, calibration_source=self.calibration_source,
+            calibration_texts=calibration_texts or len(self.calibration), seed=self.seed, quantized_ops=quantized_ops, evaluation_source=self.evaluation_source,
+            evaluation_texts=len(self.evaluation_texts), budget_points=budget_points,
+            accuracy_fp32=round(accuracy_fp32, 4), accuracy_quantized=round(accuracy_quantized, 4),
+        )  # fmt: skip
+        if record.loss_points > budget_points:
+            raise QuantizationBudgetError(
+                f"{method} loses {record.loss_points} accuracy points on {record.evaluation_texts} texts of {record.evaluation_source} "
+                f"({record.accuracy_quantized} vs fp32 {record.accuracy_fp32}), over the budget of {budget_points}: serve without it, "
+                f"calibrate on more texts (--calibration-texts), or raise --budget-points"
+            )
+        return record
+
+
+def write_qdq_onnx(onnx_path: Path, qdq: QdqFormat, data: CalibrationData, budget_points: float) -> QuantizationRecord:
+    """Write `qdq.file_name` beside `onnx_path` with ONNX Runtime's static quantizer and check it (ONNX Runtime,
+    CPU) against the fp32 ONNX; over the budget the file is removed and `QuantizationBudgetError` raised."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = onnx_path.with_name(qdq.file_name)
+    reader = _TokenizedBatches(data.tokenizer, data.spec, data.calibration, pad_to=None if qdq.calibrate_method == "MinMax" else data.spec.max_length)
+    with tempfile.TemporaryDirectory(prefix="bert_trt_qdq_") as tmp:  # the shape-inferred copy is scratch
+        prepared = Path(tmp) / layout.ONNX_FILE
+        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared), str(out), reader,
+            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType[qdq.activation_type],
+            weight_type=QuantType[qdq.weight_type], op_types_to_quantize=["MatMul"], nodes_to_quantize=qdq.matmuls_to_quantize(prepared),
+            calibrate_method=CalibrationMethod[qdq.calibrate_method],
+            extra_options={"ActivationSymmetric": qdq.activation_symmetric, "WeightSymmetric": True},
+        )  # fmt: skip
+    if "FLOAT8" in qdq.activation_type:
+        absmax_fp8_scales(out, onnx_path, data)
+    fuse = "FLOAT8" not in qdq.activation_type
+    accuracy = [onnx_accuracy(path, data.tokenizer, data.spec, data.evaluation_labels, data.evaluation_texts, fuse=fuse) for path in (onnx_path, out)]
+    try:
+        return data.record(qdq.method, qdq.calibrate_method, budget_points, *accuracy, calibration_texts=reader.texts_used, quantized_ops=qdq.quantized_ops)
+    except QuantizationBudgetError:
+        out.unlink()
+        raise
+
+
+def absmax_fp8_scales(qdq_path: Path, fp32_path: Path, data: CalibrationData) -> None:
+    """Give the FP8 QDQ graph at `qdq_path` absmax scales: each quantized activation's largest |value| over
+    the calibration texts (ONNX Runtime's MinMax calibrator on the fp32 graph) / 448, and each weight
+    column's (per output channel) / 448, its FP8 weights rounded again from the fp32 ones. ONNX Runtime's
+    quantizer only offers its Distribution method for FP8, whose scales cost the default model 6.6
+    accuracy points; absmax keeps it within 0.1 (README)."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    model = onnx.load(str(qdq_path))
+    initializers = {i.name: i for i in model.graph.initializer}
+    activation_scales = {n.input[0]: n.input[1] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in initializers}
+    with tempfile.TemporaryDirectory(prefix="bert_trt_fp8_") as tmp:
+        calibrator = create_calibrator(str(fp32_path), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"), calibrate_method=CalibrationMethod.MinMax)
+        calibrator.collect_data(_TokenizedBatches(data.tokenizer, data.spec, data.calibration))
+        ranges = calibrator.compute_data()
+    for tensor, scale_name in activation_scales.items():
+        low, high = getattr(ranges[tensor], "range_value", ranges[tensor])
+        absmax = max(float(np.abs(low).max()), float(np.abs(high).max()), 1e-12)
+        initializers[scale_name].CopyFrom(numpy_helper.from_array(np.array(absmax / FP8_E4M3_MAX, dtype=np.float32), scale_name))
+    fp32_weights = {i.name: i for i in onnx.load(str(fp32_path)).graph.initializer}
+    for node in model.graph.node:
+        name = node.input[0]
+        if node.op_type == "DequantizeLinear" and name in initializers and name.removesuffix("_quantized") in fp32_weights:
+            weight = numpy_helper.to_array(fp32_weights[name.removesuffix("_quantized")]).astype(np.float32)  # [in, out]: scales per column
+            scale = (np.maximum(np.abs(weight).max(axis=0), 1e-12) / FP8_E4M3_MAX).astype(np.float32)
+            rounded = torch.from_numpy(weight / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(torch.float8_e4m3fn)
+            initializers[name].raw_data = rounded.view(torch.uint8).numpy().tobytes()
+            initializers[node.input[1]].CopyFrom(numpy_helper.from_array(scale, node.input[1]))
+    onnx.save(model, str(qdq_path))
+
+
+#: largest finite float8 e4m3 value
+FP8_E4M3_MAX = 448.0
 
 
 def static_int8_from_onnx(
@@ -87,48 +265,66 @@ def static_int8_from_onnx(
     budget_points: float = DEFAULT_BUDGET_POINTS,
     seed: int = 0,
 ) -> QuantizationRecord:
-    """Write model.int8.onnx beside `onnx_path`, check it against the budget, and record it in the spec there.
+    """Write model.int8.onnx (the onnxruntime backend's) beside `onnx_path`, check it against the budget,
+    and record it in the spec there. Raises `QuantizationBudgetError` (and removes the file) over the budget."""
+    data = CalibrationData.load(onnx_path.parent, checkpoint, calibration_csv, evaluation_csv, calibration_texts, seed)
+    return onnxruntime_int8(onnx_path, data, budget_points)
 
-    Raises `QuantizationBudgetError` (and removes the file) when it loses more than `budget_points`."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-    from transformers import AutoTokenizer
 
-    spec = ModelSpec.load(onnx_path.parent)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
-    _, pool = read_labelled_csv(calibration_csv)
-    random.Random(seed).shuffle(pool)
-    calibration = pool[:calibration_texts]
-    evaluation_labels, evaluation_texts = read_labelled_csv(evaluation_csv)
-    unknown = set(evaluation_labels) - set(spec.labels)
-    if unknown:
-        raise DataError(f"{evaluation_csv} has labels {sorted(unknown)} that the model does not know ({spec.labels})")
-
-    int8_path = onnx_path.with_name(layout.INT8_ONNX_FILE)
-    with tempfile.TemporaryDirectory(prefix="bert_trt_int8_") as tmp:  # the shape-inferred copy is scratch
-        prepared = Path(tmp) / layout.ONNX_FILE
-        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared), str(int8_path), _TokenizedBatches(tokenizer, spec, calibration),
-            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul"], nodes_to_quantize=weight_matmuls(prepared), calibrate_method=CalibrationMethod.MinMax,
-        )  # fmt: skip
-    record = QuantizationRecord(
-        method=METHOD, per_channel=True, calibrate_method="MinMax", calibration_source=Path(calibration_csv).name,
-        calibration_texts=len(calibration), seed=seed, quantized_ops="weights", evaluation_source=Path(evaluation_csv).name,
-        evaluation_texts=len(evaluation_texts), budget_points=budget_points,
-        accuracy_fp32=round(onnx_accuracy(onnx_path, tokenizer, spec, evaluation_labels, evaluation_texts), 4),
-        accuracy_int8=round(onnx_accuracy(int8_path, tokenizer, spec, evaluation_labels, evaluation_texts), 4),
-    )  # fmt: skip
-    if record.loss_points > budget_points:
-        int8_path.unlink()
-        raise QuantizationBudgetError(
-            f"int8 loses {record.loss_points} accuracy points on {record.evaluation_texts} texts of {record.evaluation_source} "
-            f"({record.accuracy_int8} vs fp32 {record.accuracy_fp32}), over the budget of {budget_points}: serve fp32 "
-            f"(build_mar.py --no-onnx-int8), calibrate on more texts (--calibration-texts), or raise --budget-points"
-        )
-    replace(spec, quantization=record).save(onnx_path.parent)
+def onnxruntime_int8(onnx_path: Path, data: CalibrationData, budget_points: float) -> QuantizationRecord:
+    """`write_qdq_onnx` for the onnxruntime backend's model.int8.onnx, recorded in the spec beside `onnx_path`."""
+    record = write_qdq_onnx(onnx_path, ONNXRUNTIME_INT8, data, budget_points)
+    replace(data.spec, quantization=record).save(onnx_path.parent)
     return record
+
+
+def tensorrt_qdq_onnx(onnx_path: Path, precision: str, data: CalibrationData, budget_points: float) -> QuantizationRecord:
+    """Write TensorRT's `precision` ("int8" / "fp8") QDQ graph beside `onnx_path`, its record beside it as JSON."""
+    qdq = TENSORRT_FORMATS[precision]
+    record = write_qdq_onnx(onnx_path, qdq, data, budget_points)
+    layout.sidecar_path(onnx_path.with_name(qdq.file_name)).write_text(json.dumps(asdict(record), indent=1) + "\n")
+    return record
+
+
+def torch_batches(data: CalibrationData, texts: list[str], batch_size: int = 16):
+    """(input_ids, token_type_ids, attention_mask) int64 tensors of `texts` in order, `batch_size` at a time."""
+    import torch
+
+    for first in range(0, len(texts), batch_size):
+        feeds = onnx_feeds(data.tokenizer, data.spec, texts[first : first + batch_size])
+        yield tuple(torch.from_numpy(feeds[name]) for name in ("input_ids", "token_type_ids", "attention_mask"))
+
+
+def fp8_scales(checkpoint: Path, export_dir: Path, data: CalibrationData, budget_points: float) -> QuantizationRecord:
+    """Calibrate the FP8 scales of the torch_cuda backend on `data.calibration`, check the FP8 model's accuracy
+    (emulated in float32 on the CPU: the same FP8 roundings) against the budget, and write fp8_scales.json
+    (with its record) into `export_dir`. Raises `QuantizationBudgetError` over the budget (nothing written)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from handler.kernels.fp8_bert import Fp8BertClassifier, calibrate
+    from handler.kernels.fused_bert import FusedBertClassifier
+
+    hf_model = AutoModelForSequenceClassification.from_pretrained(checkpoint, local_files_only=True, dtype=torch.float32)
+    fused = FusedBertClassifier.from_hf(hf_model.eval()).eval()
+    calibration = calibrate(fused, torch_batches(data, data.calibration), data.calibration_source, data.seed)
+    fp8 = Fp8BertClassifier(fused, calibration).to_device(torch.device("cpu"), torch.float32)
+    accuracy = [torch_accuracy(module, data) for module in (fused, fp8)]
+    record = data.record(FP8_SCALES_METHOD, "MinMax", budget_points, *accuracy)
+    replace(calibration, record=asdict(record)).save(export_dir / layout.FP8_SCALES_FILE)
+    return record
+
+
+def torch_accuracy(module, data: CalibrationData) -> float:
+    """Share of `data`'s evaluation texts a fused-BERT `module` labels right (length-sorted batches)."""
+    import torch
+
+    order = sorted(range(len(data.evaluation_texts)), key=lambda i: len(data.evaluation_texts[i]))
+    predicted = []
+    with torch.inference_mode():
+        for batch in torch_batches(data, [data.evaluation_texts[i] for i in order]):
+            predicted += module(*batch).float().argmax(1).tolist()
+    return sum(data.spec.labels[best] == data.evaluation_labels[i] for best, i in zip(predicted, order)) / len(order)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,26 +335,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-points", type=float, default=DEFAULT_BUDGET_POINTS, help="largest accuracy loss accepted, in points")
 
 
-def quantize_from_args(onnx_path: Path, checkpoint: Path, args: argparse.Namespace) -> QuantizationRecord:
-    """Run `static_int8_from_onnx` with the options of `add_arguments` and print what it did."""
+#: what `--write` can ask for: the onnxruntime backend's int8 ONNX, TensorRT's QDQ graphs, torch_cuda's FP8 scales
+OUTPUTS = ("onnxruntime-int8", "tensorrt-int8", "tensorrt-fp8", "torch-fp8")
+
+
+def quantize_from_args(onnx_path: Path, checkpoint: Path, args: argparse.Namespace, outputs: tuple[str, ...] = ("onnxruntime-int8",)) -> list[QuantizationRecord]:
+    """Write each of `outputs` (names in OUTPUTS) with the options of `add_arguments`; print what each cost."""
     for option, path in (("--calibration", args.calibration), ("--evaluation", args.evaluation)):
         if not Path(path).is_file():
-            raise DataError(f"{path} does not exist: int8 needs labelled texts, pass {option} CSV (label,txt)")
-    record = static_int8_from_onnx(onnx_path, checkpoint, args.calibration, args.evaluation, args.calibration_texts, args.budget_points)
-    print(
-        f"wrote {onnx_path.with_name(layout.INT8_ONNX_FILE)} ({record.method}, {record.calibration_texts} calibration texts): accuracy "
-        f"{record.accuracy_int8} vs fp32 {record.accuracy_fp32} on {record.evaluation_texts} texts ({record.loss_points} points lost, budget {record.budget_points})"
-    )
-    return record
+            raise DataError(f"{path} does not exist: quantization needs labelled texts, pass {option} CSV (label,txt)")
+    data = CalibrationData.load(onnx_path.parent, checkpoint, args.calibration, args.evaluation, args.calibration_texts)
+    records = []
+    for output in outputs:
+        if output == "onnxruntime-int8":
+            record = onnxruntime_int8(onnx_path, data, args.budget_points)
+            written = onnx_path.with_name(ONNXRUNTIME_INT8.file_name)
+        elif output == "torch-fp8":
+            record = fp8_scales(checkpoint, onnx_path.parent, data, args.budget_points)
+            written = onnx_path.with_name(layout.FP8_SCALES_FILE)
+        else:
+            precision = output.removeprefix("tensorrt-")
+            record = tensorrt_qdq_onnx(onnx_path, precision, data, args.budget_points)
+            written = onnx_path.with_name(TENSORRT_FORMATS[precision].file_name)
+        print(
+            f"wrote {written} ({record.method}, {record.calibration_texts} calibration texts): accuracy {record.accuracy_quantized} "
+            f"vs fp32 {record.accuracy_fp32} on {record.evaluation_texts} texts ({record.loss_points} points lost, budget {record.budget_points})"
+        )
+        records.append(record)
+    return records
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/default/checkpoint"))
     parser.add_argument("--onnx", type=Path, default=Path("artifacts/default/export") / layout.ONNX_FILE)
+    parser.add_argument("--write", nargs="+", choices=OUTPUTS, default=["onnxruntime-int8"], help="what to write (default: the onnxruntime backend's int8 ONNX)")
     add_arguments(parser)
     args = parser.parse_args()
-    quantize_from_args(args.onnx, args.checkpoint, args)
+    quantize_from_args(args.onnx, args.checkpoint, args, tuple(args.write))
 
 
 if __name__ == "__main__":

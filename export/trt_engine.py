@@ -14,6 +14,15 @@ fp16 weights and matmuls; LayerNorm, Softmax, reductions, pow/sqrt and erf kept 
 inputs/outputs), checks it against the fp32 PyTorch checkpoint with ONNX Runtime (``--checkpoint``;
 max |Δlogit| ≤ 0.05 and the same argmax on every text, else it stops), and builds from it. The
 sidecar says which way fp16 was made (``fp16_by``).
+
+int8 and fp8 (explicit quantization): the engine is built from TensorRT's QDQ graph,
+``model.qdq-int8.onnx`` / ``model.qdq-fp8.onnx`` (symmetric Q/DQ around every weight MatMul, scales
+from calibration texts), which this command writes with ``export.quantize`` when it is missing
+(``--calibration`` / ``--evaluation`` texts; refused over the accuracy budget). The network is
+strongly typed where TensorRT has that flag: the projections run int8/fp8 and the rest at the graph's
+fp32. On TensorRT 10 (which still has the FP16 flag) the network is weakly typed with FP16 on too, so
+the rest runs fp16. fp8 needs FP8 tensor cores (compute capability 8.9+: Ada, Hopper, Blackwell);
+elsewhere it is refused before anything is built. The sidecar records the quantization record.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from export.mar import TorchServeSettings
+from export.quantize import add_arguments as add_quantization_arguments
 from handler import layout
 from handler.errors import EngineBuildError, run_cli
 from handler.spec import ModelSpec
@@ -79,6 +89,8 @@ def trtexec_command(onnx_path: Path, engine_path: Path, spec: ModelSpec, profile
         parts.append(f"--{label}Shapes=" + ",".join(f"{name}:{batch}x{seq}" for name in spec.input_names))
     if precision == "fp16":
         parts.append("--fp16  # TensorRT 10; on 11 drop it and pass the fp16 ONNX")
+    if precision in QUANTIZED_PRECISIONS:
+        parts.append(f"--stronglyTyped  # TensorRT 11; on 10: --fp16 --{precision}")
     if timing_cache:
         parts.append(f"--timingCacheFile={timing_cache}")
     return " \\\n    ".join(parts)
@@ -117,6 +129,21 @@ def fp16_onnx(onnx_path: Path) -> Path:
     return out
 
 
+#: precisions built from a QDQ graph (explicit quantization)
+QUANTIZED_PRECISIONS = ("int8", "fp8")
+#: the compute capability FP8 engines need
+FP8_MIN_CAPABILITY = (8, 9)
+
+
+def check_fp8_gpu(capability: tuple[int, int], gpu_name: str) -> None:
+    """Raise `EngineBuildError` when a GPU of `capability` has no FP8 tensor cores."""
+    if tuple(capability) < FP8_MIN_CAPABILITY:
+        raise EngineBuildError(
+            f"--precision fp8 needs FP8 tensor cores (compute capability 8.9+: Ada, Hopper, Blackwell); {gpu_name} is sm "
+            f"{capability[0]}.{capability[1]}: build --precision int8 or fp16 instead"
+        )
+
+
 def engine_from_onnx(
     onnx_path: Path,
     engine_path: Path,
@@ -139,13 +166,20 @@ def engine_from_onnx(
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
+    quantized = precision in QUANTIZED_PRECISIONS
     if precision == "fp16" and not has_fp16_flag and not onnx_is_fp16(onnx_path):
         raise EngineBuildError(
             f"TensorRT {trt.__version__} is strongly typed (no FP16 builder flag): build from an fp16 ONNX\n"
             f"(`python -m export.trt_engine --precision fp16` writes {layout.FP16_ONNX_FILE} and checks it), or build with --precision fp32"
         )
+    if precision == "fp8":
+        import torch
+
+        check_fp8_gpu(torch.cuda.get_device_capability(), torch.cuda.get_device_name())
+    # weakly typed (precision from builder flags) only where TensorRT still has the FP16 flag and one is wanted
+    weakly_typed = has_fp16_flag and precision in ("fp16", *QUANTIZED_PRECISIONS)
     flags = 0
-    if hasattr(trt, "NetworkDefinitionCreationFlag") and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") and not (precision == "fp16" and has_fp16_flag):
+    if hasattr(trt, "NetworkDefinitionCreationFlag") and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") and not weakly_typed:
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -156,8 +190,10 @@ def engine_from_onnx(
     config = builder.create_builder_config()
     if workspace_gib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
-    if precision == "fp16" and has_fp16_flag:
+    if weakly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
+        if quantized:  # explicit quantization in a weakly typed network: the Q/DQ precision must be enabled too
+            config.set_flag(trt.BuilderFlag.INT8 if precision == "int8" else trt.BuilderFlag.FP8)
     optimization_profile = builder.create_optimization_profile()
     low, opt, high = profile.shapes()
     for name in spec.input_names:
@@ -189,6 +225,8 @@ def engine_from_onnx(
         "compute_capability": f"{major}.{minor}",
         "precision": precision,
         "fp16_by": ("builder flag" if has_fp16_flag else "fp16 ONNX (strongly typed network)") if precision == "fp16" else None,
+        "network": "weakly typed (builder flags)" if weakly_typed else "strongly typed" if flags else "default",
+        "quantization": quantization_record(onnx_path) if quantized else None,
         "profile": asdict(profile),
         "io": io,
         "onnx_file": onnx_path.name,
@@ -198,6 +236,12 @@ def engine_from_onnx(
     }
     layout.sidecar_path(engine_path).write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
+
+
+def quantization_record(qdq_onnx: Path) -> dict | None:
+    """The record export.quantize wrote beside a QDQ graph (None when there is none)."""
+    record = layout.sidecar_path(qdq_onnx)
+    return json.loads(record.read_text()) if record.is_file() else None
 
 
 def builder_has_fp16_flag() -> bool:
@@ -219,11 +263,23 @@ def checked_fp16_onnx(onnx_path: Path, checkpoint: Path, parity_texts: Path | No
     return path
 
 
+def qdq_onnx(onnx_path: Path, precision: str, args: argparse.Namespace) -> Path:
+    """TensorRT's QDQ graph for `precision` beside `onnx_path`, written by export.quantize when missing."""
+    from export.quantize import TENSORRT_FORMATS, quantize_from_args
+
+    path = onnx_path.with_name(TENSORRT_FORMATS[precision].file_name)
+    if path.is_file():
+        print(f"building from {path} (delete it to calibrate again)")
+    else:
+        quantize_from_args(onnx_path, args.checkpoint, args, (f"tensorrt-{precision}",))
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", type=Path, default=Path("artifacts/default/export") / layout.ONNX_FILE)
     parser.add_argument("--engine", type=Path, default=Path("artifacts/default") / layout.ENGINE_FILE)
-    parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
+    parser.add_argument("--precision", choices=["fp16", "fp32", *QUANTIZED_PRECISIONS], default="fp16")
     parser.add_argument("--batch-size", type=int, default=TorchServeSettings().batch_size, help="TorchServe batchSize the profile is tuned for")
     for bound in ("min", "opt", "max"):
         parser.add_argument(f"--{bound}-batch", type=int, help=f"{bound} batch of the profile (default from --batch-size)")
@@ -233,19 +289,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--print-trtexec", action="store_true", help="only print the equivalent trtexec command")
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/default/checkpoint"), help="fp32 reference for the fp16 ONNX's parity check")
     parser.add_argument("--parity-texts", type=Path, default=Path("artifacts/data/test.csv"), help="texts for that check (built-in ones if missing)")
+    add_quantization_arguments(parser)
     args = parser.parse_args(argv)
 
     spec = ModelSpec.load(args.onnx.parent)
     defaults = asdict(default_profile(spec, args.batch_size))
     overrides = {f"{b}_{kind}": getattr(args, f"{b}_{kind}") for b in ("min", "opt", "max") for kind in ("batch", "seq")}
     profile = ProfileRange(**{key: overrides[key] or value for key, value in defaults.items()})
-    command = trtexec_command(args.onnx, args.engine, spec, profile, args.precision, args.timing_cache)
+    from export.quantize import TENSORRT_FORMATS
+
+    shown_onnx = args.onnx.with_name(TENSORRT_FORMATS[args.precision].file_name) if args.precision in QUANTIZED_PRECISIONS else args.onnx
+    command = trtexec_command(shown_onnx, args.engine, spec, profile, args.precision, args.timing_cache)
     print(f"equivalent trtexec command:\n  {command}")
     if args.print_trtexec:
         return
     onnx_path = args.onnx
     if args.precision == "fp16" and not builder_has_fp16_flag() and not onnx_is_fp16(onnx_path):
         onnx_path = checked_fp16_onnx(onnx_path, args.checkpoint, args.parity_texts)
+    if args.precision in QUANTIZED_PRECISIONS:
+        onnx_path = qdq_onnx(args.onnx, args.precision, args)
     sidecar = engine_from_onnx(onnx_path, args.engine, profile, args.precision, args.timing_cache, args.workspace_gib)
     print(f"wrote {args.engine} and its sidecar: TensorRT {sidecar['tensorrt_version']}, {sidecar['gpu_name']} (sm {sidecar['compute_capability']}), {args.precision}")
 

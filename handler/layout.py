@@ -10,6 +10,7 @@ without renaming them.
     serving_spec.json         the shared spec (handler/spec.py)
     model.onnx                the fp32 ONNX export (onnxruntime backend)
     model.int8.onnx           int8 ONNX (onnxruntime backend with onnx_int8)
+    fp8_scales.json           static FP8 scales for torch_cuda's cuda_dtype float8 (export.quantize --fp8)
     model.plan                TensorRT engine, with its sidecar model.plan.json
     model-config.yaml         TorchServe's model config with the handler: section
 """
@@ -26,6 +27,10 @@ ONNX_FILE = "model.onnx"
 INT8_ONNX_FILE = "model.int8.onnx"
 #: the mixed-precision copy export.trt_engine writes for strongly typed TensorRT (11) fp16 builds
 FP16_ONNX_FILE = "model.fp16.onnx"
+#: TensorRT's explicit-quantization graphs (symmetric QDQ) export.quantize writes for export.trt_engine --precision int8 / fp8
+QDQ_ONNX_FILES = {"int8": "model.qdq-int8.onnx", "fp8": "model.qdq-fp8.onnx"}
+#: per-tensor activation ranges of every projection, for the torch_cuda backend's FP8 path
+FP8_SCALES_FILE = "fp8_scales.json"
 ENGINE_FILE = "model.plan"
 #: the engine's sidecar sits beside it with this suffix added (model.plan -> model.plan.json)
 SIDECAR_SUFFIX = ".json"

@@ -14,7 +14,9 @@ from handler.errors import SettingsError
 from handler.payload import DEFAULT_MAX_TEXTS_PER_REQUEST
 
 BACKEND_NAMES = ("tensorrt", "torch_cuda", "onnxruntime", "torch_cpu")
-CUDA_DTYPES = ("float16", "bfloat16", "float32")
+#: float8: FP8 e4m3 projections with calibrated scales (GPUs with FP8 tensor cores and an archive with
+#: fp8_scales.json; elsewhere the backend runs float16 and says so in its description)
+CUDA_DTYPES = ("float16", "bfloat16", "float32", "float8")
 #: bench/inprocess_cpu.py: length-sorted forward passes of 8 texts are +9% over one pass per batch on 2 cores
 DEFAULT_CPU_SUB_BATCH = 8
 
@@ -79,7 +81,7 @@ class OnnxRuntimeOptions(CpuOptions):
 class TorchCudaOptions:
     """PyTorch on one CUDA device."""
 
-    #: weights and activations dtype
+    #: weights and activations dtype (float8: the encoder's projections in FP8, the rest float16)
     dtype: str = "float16"
     #: one CUDA graph per (batch, sequence) bucket, captured at start
     graphs: bool = True

@@ -22,11 +22,11 @@ DEFAULT_OPSET = 17
 
 @dataclass(frozen=True)
 class QuantizationRecord:
-    """How the archive's int8 ONNX was made, and what it cost: written by `export.quantize`."""
+    """How a quantized ONNX (or FP8 scales) was made, and what it cost: written by `export.quantize`."""
 
-    #: "static int8 (QDQ)": ONNX Runtime's quantize_static, fixed activation scales
+    #: "static int8 (QDQ)" (ONNX Runtime's int8), "static int8 (QDQ, symmetric)" / "static fp8 e4m3 (QDQ)" (TensorRT's)
     method: str
-    #: weights per output channel (int8, symmetric), activations per tensor (uint8, from calibration)
+    #: weights per output channel, activations per tensor (from calibration)
     per_channel: bool
     calibrate_method: str
     #: which texts fixed the activation scales: file name, how many, sampling seed
@@ -38,14 +38,23 @@ class QuantizationRecord:
     evaluation_source: str
     evaluation_texts: int
     accuracy_fp32: float
-    accuracy_int8: float
+    #: accuracy of the quantized model on the same texts
+    accuracy_quantized: float
     #: the largest accuracy loss (points) the export accepted
     budget_points: float
 
     @property
     def loss_points(self) -> float:
-        """Accuracy points lost against the fp32 model (negative: int8 scored higher)."""
-        return round(100 * (self.accuracy_fp32 - self.accuracy_int8), 2)
+        """Accuracy points lost against the fp32 model (negative: the quantized model scored higher)."""
+        return round(100 * (self.accuracy_fp32 - self.accuracy_quantized), 2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "QuantizationRecord":
+        """The record from its JSON form (archives written before the rename say accuracy_int8)."""
+        data = dict(data)
+        if "accuracy_int8" in data:
+            data["accuracy_quantized"] = data.pop("accuracy_int8")
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,7 @@ class ModelSpec:
         for retired in ("onnx_file", "engine_file"):  # written by earlier versions; names live in handler/layout.py now
             data.pop(retired, None)
         if data.get("quantization"):
-            data["quantization"] = QuantizationRecord(**data["quantization"])
+            data["quantization"] = QuantizationRecord.from_dict(data["quantization"])
         return cls(**data)
 
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,8 @@ class CudaModel:
     forward: ForwardLogits
     #: True: handler/kernels/fused_bert.py; False: the Hugging Face module
     fused: bool
+    #: what runs, for describe(): "float16", or "float8 (e4m3 projections)", or "float16 (float8 asked: <why not>)"
+    precision: str = ""
 
 
 def build_cuda_model(model_dir: str | Path, device: torch.device, dtype: torch.dtype, fused: bool = True, tokenizer_size: int | None = None) -> CudaModel:
@@ -51,6 +53,22 @@ def build_cuda_model(model_dir: str | Path, device: torch.device, dtype: torch.d
         return model(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids).logits
 
     return CudaModel(model, hf_logits, fused=False)
+
+
+def build_fp8_model(model_dir: str | Path, device: torch.device, tokenizer_size: int | None = None) -> CudaModel:
+    """The fused BERT module with FP8 projections (handler/kernels/fp8_bert.py) on `device`; raises
+    `Fp8Unavailable` without FP8 tensor cores or fp8_scales.json, `UnsupportedModel` for non-BERT checkpoints."""
+    from handler import layout
+    from handler.kernels.fp8_bert import Fp8BertClassifier, Fp8Calibration, Fp8Unavailable, fp8_capable
+    from handler.kernels.fused_bert import FusedBertClassifier
+
+    if not fp8_capable(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise Fp8Unavailable(f"{torch.cuda.get_device_name(device)} (sm {major}.{minor}) has no FP8 tensor cores (needs 8.9+)")
+    calibration = Fp8Calibration.load(Path(model_dir) / layout.FP8_SCALES_FILE)
+    fused = FusedBertClassifier.from_hf(load_hf_classifier(model_dir, dtype=torch.float32), tokenizer_size)
+    module = Fp8BertClassifier(fused, calibration).to_device(device, torch.float16).eval()
+    return CudaModel(module, module, fused=True, precision="float8 (e4m3 projections)")
 
 
 class TorchCudaBackend(Backend):
@@ -80,7 +98,7 @@ class TorchCudaBackend(Backend):
         torch.set_num_threads(1)
         torch.cuda.set_device(self.gpu_id)
         self.device = torch.device("cuda", self.gpu_id)
-        self.model = build_cuda_model(self.model_dir, self.device, TORCH_DTYPES[self.options.dtype], self.options.fused, self.tokenizer_size)
+        self.model = self._build_model()
         self.forward_logits = self.model.forward
         if self.options.compile:
             self.forward_logits = torch.compile(self.forward_logits, dynamic=False)
@@ -94,6 +112,21 @@ class TorchCudaBackend(Backend):
         self.sequence_buckets = tuple(b for b in self.SEQUENCE_BUCKETS if b < seq_limit) + (seq_limit,)
         if self.use_graphs:
             self.max_batch_size = self.BATCH_BUCKETS[-1]
+
+    def _build_model(self) -> CudaModel:
+        """float8 where it can run (else float16, logged and described), other dtypes as asked."""
+        if self.options.dtype == "float8":
+            from handler.kernels.fp8_bert import Fp8Unavailable
+            from handler.kernels.fused_bert import UnsupportedModel
+
+            try:
+                return build_fp8_model(self.model_dir, self.device, self.tokenizer_size)
+            except (Fp8Unavailable, UnsupportedModel) as reason:
+                logger.warning("cuda_dtype float8 not used (%s); running float16", reason)
+                model = build_cuda_model(self.model_dir, self.device, torch.float16, self.options.fused, self.tokenizer_size)
+                return replace(model, precision=f"float16 (float8 asked: {reason})")
+        model = build_cuda_model(self.model_dir, self.device, TORCH_DTYPES[self.options.dtype], self.options.fused, self.tokenizer_size)
+        return replace(model, precision=self.options.dtype)
 
     def _warm_up_impl(self) -> None:
         """Run every shape bucket once (capturing its graph) so that no request pays for it."""
@@ -128,7 +161,7 @@ class TorchCudaBackend(Backend):
             "backend": self.name,
             "gpu_id": self.gpu_id,
             "device": torch.cuda.get_device_name(self.device),
-            "dtype": self.options.dtype,
+            "dtype": self.model.precision,
             "model": "fused BERT" if self.model.fused else "Hugging Face",
             "cuda_graphs": f"{len(self.graphs)} captured" if self.use_graphs else "off",
         }

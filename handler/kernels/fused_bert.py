@@ -54,6 +54,8 @@ class FusedBertClassifier(torch.nn.Module):
         self.layer_norm_eps = layer_norm_eps
         for name, tensor in state.items():
             self.register_buffer(name, tensor.contiguous(), persistent=False)
+        #: called as observer(key, tensor) with each projection's input ("layer3_up"), e.g. to calibrate FP8 scales
+        self.observer = None
 
     @classmethod
     def from_hf(cls, model, tokenizer_size: int | None = None) -> "FusedBertClassifier":
@@ -131,26 +133,42 @@ class FusedBertClassifier(torch.nn.Module):
             bias_mask = torch.zeros(attention_mask.shape, dtype=stream.dtype, device=stream.device)
             bias_mask.masked_fill_(attention_mask == 0, torch.finfo(stream.dtype).min)
             bias_mask = bias_mask[:, None, None, :]
-        for index in range(self.num_layers):
-            stream = self._layer(index, stream, bias_mask, batch, length)
+        stream = self._encoder(stream, bias_mask, batch, length)
         first_tokens = stream.view(batch, length, hidden)[:, 0]
         pooled = torch.tanh(torch.addmm(self.pooler_bias, first_tokens, self.pooler_weight.t()))
         return torch.addmm(self.classifier_bias, pooled, self.classifier_weight.t())
 
-    def _layer(self, index: int, stream: torch.Tensor, bias_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor:
-        weights = lambda name: getattr(self, f"layer{index}_{name}")  # noqa: E731
-        hidden = stream.shape[1]
+    def _encoder(self, stream: torch.Tensor, bias_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor:
+        for index in range(self.num_layers):
+            stream = self._layer(index, stream, bias_mask, batch, length)
+        return stream
+
+    def _observe(self, key: str, values: torch.Tensor) -> None:
+        if self.observer is not None:
+            self.observer(key, values)
+
+    def _attention(self, qkv: torch.Tensor, bias_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor:
+        """Multi-head attention over the fused QKV projection [tokens, 3 x hidden] -> context [tokens, hidden]."""
+        hidden = qkv.shape[1] // 3
         head_dim = hidden // self.num_heads
-        qkv = torch.addmm(weights("qkv_bias"), stream, weights("qkv_weight").t())
         query, key, value = qkv.view(batch, length, 3, self.num_heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias_mask)
-        context = context.transpose(1, 2).reshape(batch * length, hidden)
+        return context.transpose(1, 2).reshape(batch * length, hidden)
+
+    def _layer(self, index: int, stream: torch.Tensor, bias_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor:
+        weights = lambda name: getattr(self, f"layer{index}_{name}")  # noqa: E731
+        self._observe(f"layer{index}_qkv", stream)
+        qkv = torch.addmm(weights("qkv_bias"), stream, weights("qkv_weight").t())
+        context = self._attention(qkv, bias_mask, batch, length)
+        self._observe(f"layer{index}_out", context)
         stream.addmm_(context, weights("out_weight").t())
         stream = self._layer_norm(stream, f"layer{index}_ln1")
+        self._observe(f"layer{index}_up", stream)
         if stream.dtype == torch.float32:  # the checkpoint's exact GELU, as a separate kernel
             intermediate = F.gelu(torch.addmm(weights("up_bias"), stream, weights("up_weight").t()), approximate=self.gelu_approximate)
         else:  # bias + GELU (tanh form) in the cuBLASLt epilogue
             intermediate = torch._addmm_activation(weights("up_bias"), stream, weights("up_weight").t(), use_gelu=True)
+        self._observe(f"layer{index}_down", intermediate)
         stream.addmm_(intermediate, weights("down_weight").t())
         return self._layer_norm(stream, f"layer{index}_ln2")
 

@@ -1,4 +1,5 @@
-"""Two Triton kernels for FusedBertClassifier: LayerNorm, and embedding lookup + sum + LayerNorm.
+"""Triton kernels for FusedBertClassifier: LayerNorm, and embedding lookup + sum + LayerNorm; and for its
+FP8 variant (handler/kernels/fp8_bert.py): residual add + LayerNorm writing an FP8 copy, and GELU / cast to FP8.
 
 Measured inside BERT-base at 128 x 128 tokens on an H100 (bench/gpu_kernel_probe.py --profile):
 PyTorch's LayerNorm kernel took 36 µs per call on [16384, 768] fp16, this one 15 µs (25 calls
@@ -21,8 +22,18 @@ except ImportError:  # CPU builds of PyTorch ship without Triton
 #: elements each program normalizes (rows x padded columns), and warps per program
 ELEMENTS_PER_PROGRAM = 4096
 NUM_WARPS = 4
+#: largest finite float8_e4m3fn value
+FP8_E4M3_MAX = 448.0
+#: GELU forms of `to_fp8` (0: none), by the `approximate` argument of F.gelu
+GELU_CODES = {"none": 1, "tanh": 2}
+FP8_BLOCK = 2048
 
 if triton is not None:
+    _FP8_MAX = tl.constexpr(FP8_E4M3_MAX)
+
+    @triton.jit
+    def _saturate(x):
+        return tl.minimum(tl.maximum(x, -_FP8_MAX), _FP8_MAX)
 
     @triton.jit
     def _normalize(x, mask, cols, col_ok, weight_ptr, bias_ptr, n_cols, eps):
@@ -65,6 +76,39 @@ if triton is not None:
         tl.store(out_ptr + offsets, normalized.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+    @triton.jit
+    def _add_layer_norm_fp8_rows(
+        x_ptr, residual_ptr, weight_ptr, bias_ptr, out_ptr, out8_ptr, n_rows, n_cols, eps, inverse_scale,
+        QUANTIZE: tl.constexpr, BLOCK_COLS: tl.constexpr, ROWS: tl.constexpr,
+    ):  # fmt: skip
+        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        cols = tl.arange(0, BLOCK_COLS)
+        col_ok = cols < n_cols
+        mask = (rows < n_rows)[:, None] & col_ok[None, :]
+        offsets = rows[:, None].to(tl.int64) * n_cols + cols[None, :]
+        x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32) + tl.load(residual_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        normalized = _normalize(x, mask, cols, col_ok, weight_ptr, bias_ptr, n_cols, eps)
+        rounded = normalized.to(out_ptr.dtype.element_ty)
+        tl.store(out_ptr + offsets, rounded, mask=mask)
+        if QUANTIZE:
+            scaled = _saturate(rounded.to(tl.float32) * inverse_scale)
+            tl.store(out8_ptr + offsets, scaled.to(out8_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _to_fp8(x_ptr, out8_ptr, n_elements, inverse_scale, GELU: tl.constexpr, BLOCK: tl.constexpr):
+        offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        ok = offsets < n_elements
+        x = tl.load(x_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+        if GELU == 1:  # exact (erf) form
+            x = 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
+        elif GELU == 2:  # tanh form, tanh(z) = 2 sigmoid(2z) - 1
+            x = x * tl.sigmoid(1.5957691216057308 * (x + 0.044715 * x * x * x))
+        if GELU != 0:
+            x = x.to(x_ptr.dtype.element_ty).to(tl.float32)  # round as the unfused GELU's fp16 output would be
+        scaled = _saturate(x * inverse_scale)
+        tl.store(out8_ptr + offsets, scaled.to(out8_ptr.dtype.element_ty), mask=ok)
+
+
 def triton_available() -> bool:
     """True when Triton is importable (CUDA builds of PyTorch)."""
     return triton is not None
@@ -105,3 +149,38 @@ def embedding_layer_norm(
     ids, types = input_ids.contiguous().view(-1), token_type_ids.contiguous().view(-1)
     _launch(_embed_layer_norm_rows, batch * seq_len, n_cols, ids, types, word, position, token_type, weight, bias, out, batch * seq_len, seq_len, n_cols, eps)
     return out
+
+
+def quantize_fp8_reference(values: torch.Tensor, inverse_scale: float) -> torch.Tensor:
+    """`values` / scale, clamped to e4m3's range and rounded to float8_e4m3fn (PyTorch ops)."""
+    return (values.float() * inverse_scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(torch.float8_e4m3fn)
+
+
+def to_fp8(values: torch.Tensor, inverse_scale: float, gelu: str | None = None, use_triton: bool = True) -> torch.Tensor:
+    """float8_e4m3fn of (GELU(`values`) if `gelu` names its form, else `values`) x `inverse_scale`, saturating."""
+    if not (_use_triton(values, use_triton) and values.is_contiguous()):
+        if gelu is not None:
+            values = F.gelu(values, approximate=gelu)
+        return quantize_fp8_reference(values, inverse_scale)
+    out = torch.empty(values.shape, dtype=torch.float8_e4m3fn, device=values.device)
+    n_elements = values.numel()
+    _to_fp8[(triton.cdiv(n_elements, FP8_BLOCK),)](values, out, n_elements, inverse_scale, GELU=GELU_CODES[gelu] if gelu else 0, BLOCK=FP8_BLOCK, num_warps=NUM_WARPS)
+    return out
+
+
+def add_layer_norm_fp8(
+    values: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+    inverse_scale: float | None, use_triton: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """LayerNorm(`values` + `residual`) for 2-D inputs, and its float8_e4m3fn copy x `inverse_scale` (None: no copy)."""
+    if not (_use_triton(values, use_triton) and values.is_contiguous() and residual.is_contiguous()):
+        normalized = F.layer_norm(values + residual, values.shape[-1:], weight, bias, eps)
+        return normalized, None if inverse_scale is None else quantize_fp8_reference(normalized, inverse_scale)
+    n_rows, n_cols = values.shape
+    out = torch.empty_like(values)
+    out8 = torch.empty(values.shape, dtype=torch.float8_e4m3fn, device=values.device) if inverse_scale is not None else out
+    _launch(
+        _add_layer_norm_fp8_rows, n_rows, n_cols, values, residual, weight, bias, out, out8, n_rows, n_cols, eps,
+        inverse_scale or 1.0, inverse_scale is not None,
+    )  # fmt: skip
+    return out, out8 if inverse_scale is not None else None

@@ -61,3 +61,14 @@ def test_handler_imports_from_the_extracted_archive_alone(tiny_model_store, tmp_
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("ok")
+
+
+def test_build_mar_picks_gpu_defaults_with_an_engine_or_when_told_and_keeps_what_is_given():
+    from build_mar import parse_args
+    from export.mar import GPU_TARGET_SETTINGS, TorchServeSettings
+
+    assert parse_args([]).torchserve == TorchServeSettings()
+    assert parse_args(["--engine", "model.plan"]).torchserve == GPU_TARGET_SETTINGS
+    chosen = parse_args(["--target", "gpu", "--min-workers", "8", "--max-workers", "8"]).torchserve
+    assert (chosen.min_workers, chosen.max_workers, chosen.batch_size, chosen.max_batch_delay_ms) == (8, 8, 64, 10)
+    assert parse_args(["--engine", "model.plan", "--target", "cpu"]).torchserve == TorchServeSettings()

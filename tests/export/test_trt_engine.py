@@ -52,3 +52,16 @@ def test_fp16_onnx_for_strongly_typed_tensorrt_passes_the_parity_check(tiny_chec
     graph = onnx.load(str(path)).graph
     assert any(node.op_type in trt_engine.FP16_KEPT_FP32_OPS for node in graph.node) and any(node.op_type == "Cast" for node in graph.node)
     assert all(value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT16 for value in [*graph.input, *graph.output])
+
+
+def test_fp8_engines_are_refused_on_gpus_without_fp8_tensor_cores():
+    with pytest.raises(EngineBuildError, match="needs FP8 tensor cores.*A100 is sm 8.0.*--precision int8 or fp16"):
+        trt_engine.check_fp8_gpu((8, 0), "A100")
+    trt_engine.check_fp8_gpu((9, 0), "H100")  # no error
+    trt_engine.check_fp8_gpu((8, 9), "L4")
+
+
+def test_trtexec_line_of_a_quantized_engine_is_strongly_typed(tmp_path):
+    spec = ModelSpec(id2label={0: "a", 1: "b"})
+    line = trt_engine.trtexec_command(tmp_path / "model.qdq-int8.onnx", tmp_path / "m.plan", spec, trt_engine.ProfileRange(), "int8", None)
+    assert "--onnx=" + str(tmp_path / "model.qdq-int8.onnx") in line and "--stronglyTyped" in line and "--fp16 --int8" in line

@@ -78,3 +78,17 @@ def test_threads_split_cores_among_workers_unless_onnx_runtime_sleeps_when_idle(
     assert spinning.onnxruntime.spinning and spinning.for_workers(2).onnxruntime.num_threads == 4
     configured = HandlerSettings.from_model_yaml({"handler": {"num_threads": 3}})
     assert configured.for_workers(2).onnxruntime.num_threads == configured.for_workers(2).torch_cpu.num_threads == 3
+
+
+def test_a_spec_written_before_the_quantization_record_rename_still_loads(tmp_path):
+    import json
+
+    from handler.spec import ModelSpec
+
+    record = {
+        "method": "static int8 (QDQ)", "per_channel": True, "calibrate_method": "MinMax", "calibration_source": "train.csv",
+        "calibration_texts": 300, "seed": 0, "quantized_ops": "weights", "evaluation_source": "test.csv", "evaluation_texts": 10,
+        "accuracy_fp32": 0.8, "accuracy_int8": 0.79, "budget_points": 0.5,
+    }  # fmt: skip
+    (tmp_path / "serving_spec.json").write_text(json.dumps({"id2label": {"0": "a", "1": "b"}, "input_names": ["input_ids"], "quantization": record}))
+    assert ModelSpec.load(tmp_path).quantization.loss_points == 1.0

@@ -83,3 +83,43 @@ def test_backend_with_server_defaults_matches_cpu_and_answers_a_text_the_same_in
         alone = {name: tensor[row : row + 1, :length].numpy() for name, tensor in inputs.items()}
         assert (torch.softmax(torch.from_numpy(backend.infer(alone)), -1)[0] - batched[row]).abs().max() <= 2e-3, f"row {row} (length {length})"
     backend.close()
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_float8_backend_runs_fp8_where_it_can_and_answers_a_text_the_same_in_any_batch(tmp_path):
+    """cuda_dtype float8: FP8 projections on a GPU with FP8 tensor cores and fp8_scales.json (close to
+    float32 on the CPU, batch-invariant within 2e-3); without the scales file it runs float16 and says why."""
+    from handler.backends.torch_cuda import TorchCudaBackend
+    from handler.kernels.fp8_bert import calibrate, fp8_capable
+    from handler.kernels.fused_bert import FusedBertClassifier
+    from handler.settings import TorchCudaOptions
+
+    model = random_hf_model(vocab_size=30522)
+    model.save_pretrained(tmp_path / layout.CHECKPOINT_DIR)
+    spec = ModelSpec(id2label=dict(enumerate("abc")), max_length=64)
+    spec.save(tmp_path)
+    options = TorchCudaOptions(dtype="float8")
+    without_scales = TorchCudaBackend(tmp_path, spec, gpu_id=0, tokenizer_size=30522, options=options).load()
+    assert without_scales.describe()["dtype"].startswith("float16 (float8 asked:")
+    without_scales.close()
+    if not fp8_capable(torch.device("cuda", 0)):
+        pytest.skip("this GPU has no FP8 tensor cores")
+
+    generator = torch.Generator().manual_seed(3)
+    lengths = [5, 16, 23, 32, 40, 64, 9, 1]
+    ids = torch.randint(1000, 30000, (len(lengths), max(lengths)), generator=generator)
+    mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
+    inputs = {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    fused = FusedBertClassifier.from_hf(model)
+    calibrate(fused, [(inputs["input_ids"], inputs["token_type_ids"], inputs["attention_mask"])], "test", 0).save(tmp_path / layout.FP8_SCALES_FILE)
+    backend = TorchCudaBackend(tmp_path, spec, gpu_id=0, tokenizer_size=30522, options=options).load()
+    assert backend.describe()["dtype"] == "float8 (e4m3 projections)"
+    with torch.inference_mode():
+        reference = torch.softmax(model(**inputs).logits, -1)
+    batched = torch.softmax(torch.from_numpy(backend.infer({name: tensor.numpy() for name, tensor in inputs.items()})), -1)
+    assert (batched - reference).abs().max() < 5e-2
+    for row, length in enumerate(lengths):
+        alone = {name: tensor[row : row + 1, :length].numpy() for name, tensor in inputs.items()}
+        assert (torch.softmax(torch.from_numpy(backend.infer(alone)), -1)[0] - batched[row]).abs().max() <= 2e-3, f"row {row} (length {length})"
+    backend.close()
