@@ -57,14 +57,15 @@ class ParityReport:
 
 
 class _LogitsOnly(torch.nn.Module):
-    """Positional (input_ids, attention_mask, token_type_ids) -> logits, for a clean ONNX signature."""
+    """Positional inputs (named by `input_names`, the spec's) -> logits, for a clean ONNX signature."""
 
-    def __init__(self, model):
+    def __init__(self, model, input_names: tuple[str, ...]):
         super().__init__()
         self.model = model
+        self.input_names = input_names
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+    def forward(self, *inputs):
+        return self.model(**dict(zip(self.input_names, inputs))).logits
 
 
 def load_checkpoint(checkpoint: str | Path):
@@ -85,7 +86,7 @@ def onnx_from_checkpoint(checkpoint: str | Path, out_dir: str | Path, max_length
     sample = tokenizer(FALLBACK_TEXTS[:2], padding=True, return_tensors="pt", return_token_type_ids=True)
     onnx_path = out_dir / layout.ONNX_FILE
     torch.onnx.export(
-        _LogitsOnly(model),
+        _LogitsOnly(model, spec.input_names),
         tuple(sample[name] for name in spec.input_names),
         str(onnx_path),
         input_names=list(spec.input_names),

@@ -15,6 +15,10 @@ from handler import layout
 from handler.errors import ArchiveError, SpecError
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+#: encoder families served (config.json's model_type); others are refused when the spec is made
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta-v2")
+#: families whose position ids start after the padding index (RoBERTa's offset): pad_token_id + 1 positions are not usable
+PADDING_OFFSET_MODEL_TYPES = ("roberta", "xlm-roberta")
 OUTPUT_NAME = "logits"
 DEFAULT_MAX_LENGTH = 128
 DEFAULT_OPSET = 17
@@ -127,6 +131,26 @@ class ModelSpec:
         id2label = {int(k): v for k, v in config.get("id2label", {}).items()}
         if not id2label:
             raise SpecError(f"{config_path} has no id2label: fine-tune with `python -m training.train`, which writes it")
-        position_limit = int(config.get("max_position_embeddings", 512))
-        max_length = min(max_length or DEFAULT_MAX_LENGTH, position_limit)
-        return cls(id2label=id2label, max_length=max_length)
+        model_type = config.get("model_type")
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise SpecError(
+                f"{config_path}: model_type {model_type!r} is not supported; supported encoder families: {', '.join(SUPPORTED_MODEL_TYPES)} "
+                "(as their *ForSequenceClassification checkpoints)"
+            )
+        max_length = min(max_length or DEFAULT_MAX_LENGTH, position_limit(config))
+        input_names = INPUT_NAMES if uses_token_types(config) else tuple(n for n in INPUT_NAMES if n != "token_type_ids")
+        return cls(id2label=id2label, max_length=max_length, input_names=input_names)
+
+
+def uses_token_types(config: dict) -> bool:
+    """True when the model has segment (token type) embeddings to feed: BERT, ELECTRA. RoBERTa (one type),
+    DistilBERT and DeBERTa-v2 (none by default) take no token_type_ids input."""
+    return int(config.get("type_vocab_size") or 0) > 1
+
+
+def position_limit(config: dict) -> int:
+    """The longest sequence the model's position embeddings hold (RoBERTa-family: minus pad_token_id + 1)."""
+    limit = int(config.get("max_position_embeddings", 512))
+    if config.get("model_type") in PADDING_OFFSET_MODEL_TYPES:
+        limit -= int(config.get("pad_token_id", 1)) + 1
+    return limit

@@ -43,6 +43,43 @@ def make_tiny_checkpoint(out_dir: Path, labels: list[str] = LABELS, seed: int = 
     )  # fmt: skip
 
 
+#: tiny configurations of each served family (random weights; the tokenizer decides the vocabulary size)
+TINY_FAMILY_CONFIGS = {
+    "bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128),
+    # real RoBERTa / XLM-R checkpoints have one token type; positions start after pad_token_id (64 usable here)
+    "roberta": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, type_vocab_size=1, max_position_embeddings=65),
+    "xlm-roberta": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, type_vocab_size=1, max_position_embeddings=65),
+    "distilbert": dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128),
+    "electra": dict(embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128),
+    "deberta-v2": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+                       relative_attention=True, position_buckets=32, pos_att_type=["p2c", "c2p"]),
+}  # fmt: skip
+
+
+def random_family_checkpoint(family: str, out_dir: Path, tokenizer_dir: Path, labels: list[str] = LABELS, seed: int = 0) -> Path:
+    """Save a seeded random sequence classifier of `family` (a model_type of TINY_FAMILY_CONFIGS) with the
+    tokenizer from `tokenizer_dir` (its input names cut to what the family takes) to out_dir."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from handler.spec import uses_token_types
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
+    config = AutoConfig.for_model(
+        family, vocab_size=len(tokenizer), id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
+        initializer_range=0.5, **ids, **TINY_FAMILY_CONFIGS[family],
+    )  # fmt: skip
+    if not uses_token_types(config.to_dict()):
+        tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
 #: the small BERT of `random_hf_model`
 SMALL = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128, num_labels=3, vocab_size=500)
 

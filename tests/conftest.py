@@ -49,9 +49,10 @@ def tiny_export(tiny_checkpoint, labelled_csv, tmp_path_factory) -> Path:
 
 
 def tiny_mar_args(checkpoint, export_dir, engine, store) -> list[str]:
-    """build_mar.py arguments of the tests' archive: the shipped defaults (static int8 ONNX included), a
-    smaller batch and a long batch delay (so concurrent requests surely share batches)."""
-    return ["--checkpoint", str(checkpoint), "--export-dir", str(export_dir), "--engine", str(engine),
+    """build_mar.py arguments of the tests' archive: the shipped CPU defaults (static int8 ONNX included; the
+    stand-in engine would otherwise pick the GPU's), a smaller batch and a long batch delay (so concurrent
+    requests surely share batches)."""
+    return ["--checkpoint", str(checkpoint), "--export-dir", str(export_dir), "--engine", str(engine), "--target", "cpu",
             "--out", str(store), "--batch-size", "16", "--max-batch-delay", "200"]  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from handler.backends.cuda_graphs import CapturedBatch, ForwardLogits, graph_key
 from handler.backends.torch_io import as_tensors
 from handler.errors import BackendUnavailable
 from handler.settings import TorchCudaOptions
+from handler.spec import uses_token_types
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +48,14 @@ def build_cuda_model(model_dir: str | Path, device: torch.device, dtype: torch.d
             logger.info("fused BERT not used (%s); running the Hugging Face module", reason)
     model = load_hf_classifier(model_dir, dtype=dtype, attn_implementation="sdpa").to(device)
 
+    token_types = uses_token_types(model.config.to_dict())
+
     def hf_logits(input_ids, token_type_ids, attention_mask):
         # a 4-D boolean mask: transformers then skips its "is there padding?" check, which syncs with the host
         mask = attention_mask[:, None, None, :] != 0
-        return model(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids).logits
+        if token_types:
+            return model(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids).logits
+        return model(input_ids=input_ids, attention_mask=mask).logits  # RoBERTa, DistilBERT, DeBERTa-v2: no segment input
 
     return CudaModel(model, hf_logits, fused=False)
 
