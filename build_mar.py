@@ -15,7 +15,7 @@ from pathlib import Path
 from export.mar import HANDLER_SOURCE, SERVING_TARGETS, MarRequest, TorchServeSettings, build_mar
 from handler import layout
 from handler.errors import run_cli
-from handler.settings import BACKEND_NAMES, HandlerSettings, OnnxRuntimeOptions, TorchCpuOptions
+from handler.settings import BACKEND_NAMES, TRUNCATION_POLICIES, HandlerSettings, OnnxRuntimeOptions, TorchCpuOptions
 
 
 def parse_args(argv: list[str] | None = None) -> MarRequest:
@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> MarRequest:
     parser.add_argument("--out", type=Path, default=Path("model_store"))
     parser.add_argument("--backend", default=defaults.backend, choices=["auto", *BACKEND_NAMES])
     parser.add_argument("--max-length", type=int, help="truncate texts to this many tokens (default: the spec's, 128)")
+    parser.add_argument("--truncation", choices=TRUNCATION_POLICIES, default=defaults.truncation, help="what a longer text keeps (README)")
+    parser.add_argument("--max-chunks", type=int, default=defaults.max_chunks, help="windows per text at most with --truncation chunks")
     parser.add_argument("--num-threads", type=int, help="CPU threads per worker (default: cores / minWorkers)")
     parser.add_argument("--onnx-int8", action=argparse.BooleanOptionalAction, default=defaults.onnxruntime.int8, help="onnxruntime runs model.int8.onnx when the archive has it")
     parser.add_argument("--onnx-spinning", action=argparse.BooleanOptionalAction, default=defaults.onnxruntime.spinning, help="ONNX Runtime threads spin while idle")
@@ -51,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> MarRequest:
     handler = HandlerSettings(
         backend=args.backend,
         max_length=args.max_length,
+        truncation=args.truncation,
+        max_chunks=args.max_chunks,
         onnxruntime=OnnxRuntimeOptions(int8=args.onnx_int8, spinning=args.onnx_spinning, **cpu),
         torch_cpu=TorchCpuOptions(**cpu),
     )

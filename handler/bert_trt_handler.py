@@ -3,8 +3,11 @@
 Response schema (one per text):
     {"label": "positive", "score": 0.97,
      "probabilities": {"negative": 0.01, "neutral": 0.02, "positive": 0.97},
-     "truncated": false, "backend": "torch_cpu"}
-("truncated": the text was longer than max_length tokens and only its beginning was classified.)
+     "truncated": false, "tokens": 14, "backend": "torch_cpu"}
+("tokens": the text's token count, special tokens included; "truncated": some of them were not classified,
+under the archive's truncation policy; with truncation "chunks" also "chunks": windows averaged.)
+A JSON object may ask for more (handler/payload.py:ResponseOptions): "top_k", "return_logits", and for
+multi-label models "threshold" (their answers carry "labels", every label at or above it).
 A request that sent a list of texts gets a list of these, in order. A bad request gets
 ``{"error": "...", "code": 4xx}`` with that HTTP status; the rest of its batch is answered.
 """
@@ -50,12 +53,14 @@ class BertTrtHandler:
         parsed: list[ParsedRequest | RequestError] = []
         for request in data:
             try:
-                parsed.append(parse_request(request, self.settings.max_texts_per_request))
+                item = parse_request(request, self.settings.max_texts_per_request)
+                self.classifier.check(item.options)
+                parsed.append(item)
             except RequestError as error:
                 parsed.append(error)
 
         texts = [text for item in parsed if isinstance(item, ParsedRequest) for text in item.texts]
-        predictions = iter(self.classifier.classify(texts))
+        predictions = iter(self.classifier.predict(texts))
         backend_name = self.classifier.backend.name
 
         responses = []
@@ -64,7 +69,7 @@ class BertTrtHandler:
                 context.set_response_status(item.status, item.message, index)
                 responses.append(item.to_response())
                 continue
-            answers = [dict(next(predictions), backend=backend_name) for _ in item.texts]
+            answers = [dict(self.classifier.answer(next(predictions), item.options), backend=backend_name) for _ in item.texts]
             responses.append(answers if item.wants_list else answers[0])
 
         rejected = sum(isinstance(item, RequestError) for item in parsed)

@@ -1,4 +1,5 @@
-"""Texts in, predictions out: one tokenizer call per batch, length-sorted chunks to the backend, softmax.
+"""Texts in, predictions out: one tokenizer call per batch (with the truncation policy), length-sorted
+chunks to the backend, softmax (sigmoid for multi-label models), answers shaped by each request's options.
 
 Plain numpy throughout: with the ONNX Runtime backend a worker imports neither torch nor transformers."""
 
@@ -12,21 +13,24 @@ import numpy as np
 
 from handler.backends.base import Backend
 from handler.backends.selection import choose_backend
+from handler.payload import RequestError, ResponseOptions
 from handler.settings import HandlerSettings
 from handler.spec import ModelSpec
 from handler.tokenizer import FastTokenizer, load_tokenizer
 
-#: a text is cut to max_length x this many characters before tokenizing. A guard against megabyte texts
-#: (1 MB took 1 s to tokenize on 2 cores, for 128 tokens kept); the first max_length tokens of any text
-#: whose tokens average fewer characters than this (whitespace included) are exactly what they would be.
-CHARACTERS_PER_TOKEN_BOUND = 32
-
+#: a multi-label model predicts every label whose probability is at least this, unless a request says otherwise
+DEFAULT_THRESHOLD = 0.5
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float64 (probabilities are rounded to 6 digits afterwards)."""
     shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
     exponentials = np.exp(shifted)
     return exponentials / exponentials.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function in float64 (multi-label probabilities)."""
+    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
 
 @dataclass
@@ -42,17 +46,34 @@ class BatchTimings:
 
 @dataclass(frozen=True)
 class EncodedTexts:
-    """Token ids of a batch of texts (at most max_length each), and which texts lost tokens to truncation."""
+    """Token windows of a batch of texts (one per text, several with truncation "chunks"), the text each
+    window belongs to, and per text: its token count and whether some tokens are in no window."""
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]]
+    owners: list[int]
+    tokens: list[int]
     truncated: list[bool]
+
+
+@dataclass(frozen=True)
+class TextPrediction:
+    """The model's answer for one text: probabilities and logits per label (averaged over its windows)."""
+
+    probabilities: np.ndarray
+    logits: np.ndarray
+    truncated: bool
+    tokens: int
+    windows: int
 
 
 class TextClassifier:
     """Tokenizes a batch of texts in one call, runs the backend in chunks, returns label probabilities."""
 
-    def __init__(self, tokenizer: FastTokenizer, backend: Backend, spec: ModelSpec, max_length: int | None = None):
+    def __init__(
+        self, tokenizer: FastTokenizer, backend: Backend, spec: ModelSpec, max_length: int | None = None,
+        truncation: str = "head", max_chunks: int = 1,
+    ):  # fmt: skip
         self.tokenizer = tokenizer
         self.backend = backend
         self.spec = spec
@@ -60,21 +81,24 @@ class TextClassifier:
         self.max_length = min(limit for limit in limits if limit)
         self.labels = spec.labels
         self.pad_id = tokenizer.pad_id
+        self.truncation = truncation
+        self.max_chunks = max_chunks
         self.last_timings = BatchTimings()
 
     def encode(self, texts: list[str]) -> EncodedTexts:
-        """Tokenize all texts in one call, truncated to max_length tokens."""
-        character_limit = self.max_length * CHARACTERS_PER_TOKEN_BOUND
-        clipped = [text[:character_limit] for text in texts]
-        encoded = self.tokenizer.encode_batch(clipped, self.max_length)
-        truncated = [len(text) > character_limit or encoding.truncated for text, encoding in zip(texts, encoded)]
-        return EncodedTexts([encoding.ids for encoding in encoded], [encoding.type_ids for encoding in encoded], truncated)
+        """Tokenize all texts in one call into windows of at most max_length tokens (the truncation policy)."""
+        encoded = self.tokenizer.encode_texts(texts, self.max_length, self.truncation, self.max_chunks)
+        windows = [(owner, window) for owner, text in enumerate(encoded) for window in text.windows]
+        return EncodedTexts(
+            [window for _, window in windows], [self.tokenizer.type_ids(window) for _, window in windows], [owner for owner, _ in windows],
+            [text.tokens for text in encoded], [text.truncated for text in encoded],
+        )  # fmt: skip
 
     def chunks(self, encoded: EncodedTexts):
-        """Sort the texts by length and yield (indices, padded inputs) chunks.
+        """Sort the windows by length and yield (indices, padded inputs) chunks.
 
-        Each chunk is padded only to its own longest text, so short texts never pay for a long
-        one; a chunk holds at most `backend.chunk_size` texts (None: all of them).
+        Each chunk is padded only to its own longest window, so short texts never pay for a long
+        one; a chunk holds at most `backend.chunk_size` windows (None: all of them).
         """
         ids, types = encoded.input_ids, encoded.token_type_ids
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
@@ -93,19 +117,14 @@ class TextClassifier:
             yield indices, {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        """Float32 logits [len(texts), num_labels], in the order of `texts`."""
-        return self._logits_and_truncation(texts)[0]
+        """Float32 logits [len(texts), num_labels], in the order of `texts` (averaged over a text's windows)."""
+        return np.array([prediction.logits for prediction in self.predict(texts)], dtype=np.float32).reshape(len(texts), len(self.labels))
 
-    def classify(self, texts: list[str]) -> list[dict]:
-        """One prediction dict per text: label, score, every label's probability, and whether it was truncated."""
+    def predict(self, texts: list[str]) -> list[TextPrediction]:
+        """One `TextPrediction` per text, in order."""
         if not texts:
             self.last_timings = BatchTimings()
             return []
-        logits, truncated = self._logits_and_truncation(texts)
-        probabilities = softmax(logits).tolist()
-        return [self._prediction(row, cut) for row, cut in zip(probabilities, truncated)]
-
-    def _logits_and_truncation(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
         timings = BatchTimings(texts=len(texts))
         start = time.perf_counter()
         encoded = self.encode(texts)
@@ -113,22 +132,55 @@ class TextClassifier:
         timings.tokens = sum(int(inputs["attention_mask"].sum()) for _, inputs in chunks)
         timings.tokenize_ms = (time.perf_counter() - start) * 1000
         start = time.perf_counter()
-        output = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        window_logits = np.empty((len(encoded.owners), len(self.labels)), dtype=np.float32)
         for indices, inputs in chunks:
             timings.chunks.append(len(indices))
-            output[indices] = self.backend.infer(inputs)
+            window_logits[indices] = self.backend.infer(inputs)
         timings.infer_ms = (time.perf_counter() - start) * 1000
         self.last_timings = timings
-        return output, encoded.truncated
+        activation = sigmoid if self.spec.multi_label else softmax
+        window_probabilities = activation(window_logits)
+        owners = np.array(encoded.owners)
+        predictions = []
+        for text in range(len(texts)):
+            rows = owners == text
+            predictions.append(TextPrediction(
+                window_probabilities[rows].mean(axis=0), window_logits[rows].mean(axis=0), encoded.truncated[text], encoded.tokens[text], int(rows.sum()),
+            ))  # fmt: skip
+        return predictions
 
-    def _prediction(self, row: list[float], truncated: bool) -> dict:
-        best = max(range(len(row)), key=row.__getitem__)
-        return {
-            "label": self.labels[best],
-            "score": round(row[best], 6),
-            "probabilities": {label: round(p, 6) for label, p in zip(self.labels, row)},
-            "truncated": truncated,
+    def check(self, options: ResponseOptions) -> None:
+        """Raise `RequestError` for options this model cannot honour."""
+        if options.threshold is not None and not self.spec.multi_label:
+            raise RequestError("threshold applies to multi-label models only; this model picks one label per text (use top_k)")
+
+    def answer(self, prediction: TextPrediction, options: ResponseOptions = ResponseOptions()) -> dict:
+        """The response for one text: best label and score, every label's probability, how the text was
+        read (tokens, truncated, chunks), and what `options` ask for (top_k, logits, multi-label labels)."""
+        probabilities = prediction.probabilities
+        order = sorted(range(len(self.labels)), key=lambda i: -probabilities[i])
+        answer = {
+            "label": self.labels[order[0]],
+            "score": round(float(probabilities[order[0]]), 6),
+            "probabilities": {label: round(float(p), 6) for label, p in zip(self.labels, probabilities)},
+            "truncated": prediction.truncated,
+            "tokens": prediction.tokens,
         }
+        if self.truncation == "chunks":
+            answer["chunks"] = prediction.windows
+        if self.spec.multi_label:
+            threshold = DEFAULT_THRESHOLD if options.threshold is None else options.threshold
+            answer["labels"] = [self.labels[i] for i in order if probabilities[i] >= threshold]
+            answer["threshold"] = threshold
+        if options.top_k:
+            answer["top_k"] = [{"label": self.labels[i], "score": round(float(probabilities[i]), 6)} for i in order[: options.top_k]]
+        if options.return_logits:
+            answer["logits"] = {label: round(float(value), 6) for label, value in zip(self.labels, prediction.logits)}
+        return answer
+
+    def classify(self, texts: list[str], options: ResponseOptions = ResponseOptions()) -> list[dict]:
+        """One answer per text (see `answer`), every text with the same `options`."""
+        return [self.answer(prediction, options) for prediction in self.predict(texts)]
 
 
 def load_classifier(model_dir: str | Path, settings: HandlerSettings, gpu_id: int | None) -> tuple[TextClassifier, list[str]]:
@@ -138,4 +190,4 @@ def load_classifier(model_dir: str | Path, settings: HandlerSettings, gpu_id: in
     spec = ModelSpec.load(model_dir)
     tokenizer = load_tokenizer(model_dir)
     backend, skipped = choose_backend(settings, model_dir, spec, gpu_id=gpu_id, tokenizer_size=len(tokenizer))
-    return TextClassifier(tokenizer, backend, spec, settings.max_length), skipped
+    return TextClassifier(tokenizer, backend, spec, settings.max_length, settings.truncation, settings.max_chunks), skipped

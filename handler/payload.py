@@ -5,7 +5,8 @@ TorchServe hands the handler a list of dicts; the payload sits under ``body`` or
 (``Content-Type: application/json``). Accepted payloads:
 
 * raw text: ``I loved it``
-* a JSON object: ``{"text": "I loved it"}`` or ``{"text": ["a", "b"]}``
+* a JSON object: ``{"text": "I loved it"}`` or ``{"text": ["a", "b"]}``, with optional response options
+  (`ResponseOptions`): ``"top_k": 2``, ``"return_logits": true``, ``"threshold": 0.3`` (multi-label models)
 * a JSON list of texts: ``["a", "b"]`` (answered with a list, in order)
 
 Behind TorchServe's "kserve" envelope (KServe's TorchServe runtime) each item is one of the body's
@@ -35,11 +36,27 @@ class RequestError(Exception):
 
 
 @dataclass(frozen=True)
+class ResponseOptions:
+    """What a request asks to get back beyond label, score and probabilities."""
+
+    #: the `top_k` best labels with their scores, best first
+    top_k: int | None = None
+    #: the raw scores (logits) per label
+    return_logits: bool = False
+    #: multi-label models: a label is predicted when its probability is at least this (default 0.5)
+    threshold: float | None = None
+
+
+OPTION_FIELDS = ("top_k", "return_logits", "threshold")
+
+
+@dataclass(frozen=True)
 class ParsedRequest:
-    """The texts of one request, and whether the answer must be a list."""
+    """The texts of one request, whether the answer must be a list, and the response options it asked for."""
 
     texts: list[str]
     wants_list: bool
+    options: ResponseOptions = ResponseOptions()
 
 
 def parse_request(request: dict, max_texts: int = DEFAULT_MAX_TEXTS_PER_REQUEST) -> ParsedRequest:
@@ -89,19 +106,36 @@ def _maybe_json(text: str):
 def texts_from_value(value, max_texts: int = DEFAULT_MAX_TEXTS_PER_REQUEST) -> ParsedRequest:
     """The texts of an already-decoded payload (a text, {"text": ...} or a list of texts), checked the same
     way for every front door (TorchServe's /predictions, KServe's v1 and v2), or `RequestError`."""
+    options = ResponseOptions()
     if isinstance(value, dict):
         if "text" not in value:
             raise RequestError(f'JSON object must have a "text" field; got fields {sorted(value)[:10]}')
+        unknown = sorted(set(value) - {"text", *OPTION_FIELDS})
+        if unknown:
+            raise RequestError(f"unknown fields {unknown[:10]} in the JSON object; known: text, {', '.join(OPTION_FIELDS)}")
+        options = response_options(value)
         value = value["text"]
     if isinstance(value, str):
-        return ParsedRequest([_checked_text(value, None)], wants_list=False)
+        return ParsedRequest([_checked_text(value, None)], wants_list=False, options=options)
     if isinstance(value, list):
         if not value:
             raise RequestError("empty list: send at least one text")
         if len(value) > max_texts:
             raise RequestError(f"too many texts in one request: {len(value)} > {max_texts}; split it", status=413)
-        return ParsedRequest([_checked_text(item, i) for i, item in enumerate(value)], wants_list=True)
+        return ParsedRequest([_checked_text(item, i) for i, item in enumerate(value)], wants_list=True, options=options)
     raise RequestError(f"expected text, a JSON object with \"text\", or a list of texts; got {type(value).__name__}")
+
+
+def response_options(fields: dict) -> ResponseOptions:
+    """The response options of a request's JSON object, or `RequestError` naming the bad one."""
+    top_k, return_logits, threshold = (fields.get(name) for name in OPTION_FIELDS)
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise RequestError(f"top_k must be a positive integer, got {top_k!r}")
+    if return_logits is not None and not isinstance(return_logits, bool):
+        raise RequestError(f"return_logits must be true or false, got {return_logits!r}")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1):
+        raise RequestError(f"threshold must be a number from 0 to 1, got {threshold!r}")
+    return ResponseOptions(top_k, bool(return_logits), None if threshold is None else float(threshold))
 
 
 def _checked_text(item, index: int | None) -> str:

@@ -14,6 +14,11 @@ from handler.errors import SettingsError
 from handler.payload import DEFAULT_MAX_TEXTS_PER_REQUEST
 
 BACKEND_NAMES = ("tensorrt", "torch_cuda", "onnxruntime", "torch_cpu")
+#: what happens to a text longer than max_length tokens (handler/tokenizer.py:content_windows):
+#: head keeps its beginning, tail its end, head+tail a quarter from the beginning and the rest from the end,
+#: chunks classifies overlapping windows over all of it (at most max_chunks) and averages their probabilities
+TRUNCATION_POLICIES = ("head", "tail", "head+tail", "chunks")
+DEFAULT_MAX_CHUNKS = 8
 #: float8: FP8 e4m3 projections with calibrated scales (GPUs with FP8 tensor cores and an archive with
 #: fp8_scales.json; elsewhere the backend runs float16 and says so in its description)
 CUDA_DTYPES = ("float16", "bfloat16", "float32", "float8")
@@ -131,6 +136,10 @@ class HandlerSettings:
     max_length: int | None = None
     #: largest list of texts one request may carry
     max_texts_per_request: int = DEFAULT_MAX_TEXTS_PER_REQUEST
+    #: one of TRUNCATION_POLICIES
+    truncation: str = "head"
+    #: windows per text at most with truncation "chunks" (a longer text is cut after them, and says so)
+    max_chunks: int = DEFAULT_MAX_CHUNKS
     tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
     torch_cuda: TorchCudaOptions = field(default_factory=TorchCudaOptions)
     onnxruntime: OnnxRuntimeOptions = field(default_factory=OnnxRuntimeOptions)
@@ -141,6 +150,9 @@ class HandlerSettings:
             raise SettingsError(f"unknown backend {self.backend!r} in model-config.yaml; choose one of: auto, {', '.join(BACKEND_NAMES)}")
         checked_value("max_length", self.max_length, "optional_count")
         checked_value("max_texts_per_request", self.max_texts_per_request, "count")
+        checked_value("max_chunks", self.max_chunks, "count")
+        if self.truncation not in TRUNCATION_POLICIES:
+            raise SettingsError(f"handler setting truncation must be one of {TRUNCATION_POLICIES}, got {self.truncation!r}")
         if self.max_length is not None and not 8 <= self.max_length <= 512:
             raise SettingsError(f"handler setting max_length must be within 8..512, got {self.max_length}")
 
@@ -191,7 +203,10 @@ class HandlerSettings:
 
     def to_model_yaml(self) -> dict:
         """The flat `handler:` section that `from_model_yaml` reads back into these settings."""
-        section: dict = {"backend": self.backend, "max_length": self.max_length, "max_texts_per_request": self.max_texts_per_request}
+        section: dict = {
+            "backend": self.backend, "max_length": self.max_length, "max_texts_per_request": self.max_texts_per_request,
+            "truncation": self.truncation, "max_chunks": self.max_chunks,
+        }  # fmt: skip
         for key, (targets, _) in BACKEND_YAML_KEYS.items():
             backend_name, option = targets[0]
             section[key] = getattr(getattr(self, backend_name), option)

@@ -17,6 +17,7 @@ from handler.errors import ArchiveError, SpecError
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 #: encoder families served (config.json's model_type); others are refused when the spec is made
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta-v2")
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
 #: families whose position ids start after the padding index (RoBERTa's offset): pad_token_id + 1 positions are not usable
 PADDING_OFFSET_MODEL_TYPES = ("roberta", "xlm-roberta")
 OUTPUT_NAME = "logits"
@@ -70,6 +71,8 @@ class ModelSpec:
     opset: int = DEFAULT_OPSET
     input_names: tuple[str, ...] = INPUT_NAMES
     output_name: str = OUTPUT_NAME
+    #: config.json's problem_type: one label per text (softmax), or any number (independent sigmoids)
+    problem_type: str = "single_label_classification"
     #: set when the export wrote an int8 ONNX (None: no int8 model)
     quantization: QuantizationRecord | None = None
     extra: dict = field(default_factory=dict)
@@ -81,6 +84,13 @@ class ModelSpec:
             raise SpecError(f"label ids must be 0..N-1, got {sorted(self.id2label)}")
         if not 8 <= self.max_length <= 512:
             raise SpecError(f"max_length must be within 8..512 (BERT positions), got {self.max_length}")
+        if self.problem_type not in PROBLEM_TYPES:
+            raise SpecError(f"problem_type {self.problem_type!r} is not served; a classifier has one of {PROBLEM_TYPES}")
+
+    @property
+    def multi_label(self) -> bool:
+        """True for multi-label classifiers (independent sigmoid scores)."""
+        return self.problem_type == "multi_label_classification"
 
     @property
     def labels(self) -> list[str]:
@@ -139,7 +149,8 @@ class ModelSpec:
             )
         max_length = min(max_length or DEFAULT_MAX_LENGTH, position_limit(config))
         input_names = INPUT_NAMES if uses_token_types(config) else tuple(n for n in INPUT_NAMES if n != "token_type_ids")
-        return cls(id2label=id2label, max_length=max_length, input_names=input_names)
+        problem_type = config.get("problem_type") or "single_label_classification"
+        return cls(id2label=id2label, max_length=max_length, input_names=input_names, problem_type=problem_type)
 
 
 def uses_token_types(config: dict) -> bool:

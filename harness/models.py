@@ -65,9 +65,12 @@ def letters_tokenizer():
     return BertTokenizerFast(vocab={token: i for i, token in enumerate(tokens)})
 
 
-def random_family_checkpoint(family: str, out_dir: Path, tokenizer_dir: Path | None = None, labels: list[str] = LABELS, seed: int = 0) -> Path:
-    """Save a seeded random sequence classifier of `family` (a model_type of TINY_FAMILY_CONFIGS) with the
-    tokenizer from `tokenizer_dir` (None: `letters_tokenizer`), its input names cut to what the family takes, to out_dir."""
+def random_family_checkpoint(
+    family: str, out_dir: Path, tokenizer_dir: Path | None = None, labels: list[str] = LABELS, seed: int = 0, **config_overrides
+) -> Path:
+    """Save a seeded random sequence classifier of `family` (a model_type of TINY_FAMILY_CONFIGS, its sizes
+    overridden by `config_overrides`, e.g. problem_type) with the tokenizer from `tokenizer_dir` (None:
+    `letters_tokenizer`), its input names cut to what the family takes, to out_dir."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -77,7 +80,7 @@ def random_family_checkpoint(family: str, out_dir: Path, tokenizer_dir: Path | N
     ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
     config = AutoConfig.for_model(
         family, vocab_size=len(tokenizer), id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
-        initializer_range=0.5, **ids, **TINY_FAMILY_CONFIGS[family],
+        initializer_range=0.5, **ids, **(TINY_FAMILY_CONFIGS[family] | config_overrides),
     )  # fmt: skip
     if not uses_token_types(config.to_dict()):
         tokenizer.model_input_names = ["input_ids", "attention_mask"]

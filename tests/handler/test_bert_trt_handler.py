@@ -28,8 +28,8 @@ def test_one_answer_per_request_in_order(handler_and_context, cpu_reference):
 def test_response_schema(handler_and_context):
     handler, context = handler_and_context
     (response,), _ = handle_batch(handler, context, [b"hello"])
-    assert set(response) == {"label", "score", "probabilities", "truncated", "backend"}
-    assert response["truncated"] is False
+    assert set(response) == {"label", "score", "probabilities", "truncated", "tokens", "backend"}
+    assert response["truncated"] is False and response["tokens"] == 3  # [CLS] hello [SEP]
     assert response["backend"] == "onnxruntime"  # no GPU in tests; the ONNX file is there
     assert list(response["probabilities"]) == LABELS
     assert response["score"] == max(response["probabilities"].values())

@@ -1,0 +1,101 @@
+"""Truncation policies (which tokens a long text keeps) and per-request response options, as pure logic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from handler.classifier import TextPrediction
+from handler.payload import RequestError, ResponseOptions, texts_from_value
+from handler.settings import HandlerSettings
+from handler.errors import SettingsError
+from handler.tokenizer import clipped, content_windows
+
+TOKENS = list(range(100, 120))  # a text of 20 content tokens
+
+
+def test_short_texts_are_never_cut_under_any_policy():
+    for policy in ("head", "tail", "head+tail", "chunks"):
+        assert content_windows(TOKENS, 20, policy, 4) == ([TOKENS], False)
+
+
+def test_head_tail_and_head_plus_tail_keep_the_documented_tokens():
+    assert content_windows(TOKENS, 8, "head") == ([TOKENS[:8]], True)
+    assert content_windows(TOKENS, 8, "tail") == ([TOKENS[-8:]], True)
+    assert content_windows(TOKENS, 8, "head+tail") == ([TOKENS[:2] + TOKENS[-6:]], True)  # a quarter from the head
+
+
+def test_chunks_cover_the_text_with_overlapping_windows_up_to_the_limit():
+    windows, cut = content_windows(TOKENS, 8, "chunks", 8)
+    assert not cut and all(len(window) == 8 for window in windows)
+    assert windows[0] == TOKENS[:8] and windows[-1] == TOKENS[-8:]
+    assert windows[1][:2] == windows[0][-2:]  # consecutive windows overlap by a quarter
+    assert set().union(*windows) == set(TOKENS)
+    limited, cut = content_windows(TOKENS, 8, "chunks", 2)
+    assert cut and limited == windows[:2]
+
+
+def test_character_clipping_keeps_the_ends_the_policy_reads():
+    text = "a" * 50 + "b" * 50
+    assert clipped(text, 10, "head") == "a" * 10 and clipped(text, 10, "tail") == "b" * 10
+    assert clipped(text, 10, "head+tail") == "a" * 10 + " " + "b" * 10
+
+
+def test_truncation_setting_is_checked():
+    with pytest.raises(SettingsError, match="truncation must be one of"):
+        HandlerSettings(truncation="middle")
+    assert HandlerSettings.from_model_yaml({"handler": {"truncation": "chunks", "max_chunks": 4}}).max_chunks == 4
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"top_k": 0}, "top_k must be a positive integer"),
+        ({"top_k": True}, "top_k must be a positive integer"),
+        ({"return_logits": "yes"}, "return_logits must be true or false"),
+        ({"threshold": 1.5}, "threshold must be a number from 0 to 1"),
+        ({"topk": 2}, "unknown fields \\['topk'\\]"),
+    ],
+)
+def test_bad_response_options_are_400_errors_naming_the_field(fields, message):
+    with pytest.raises(RequestError, match=message) as caught:
+        texts_from_value({"text": "hello", **fields})
+    assert caught.value.status == 400
+
+
+def test_response_options_are_parsed_with_the_texts():
+    parsed = texts_from_value({"text": ["a", "b"], "top_k": 2, "return_logits": True, "threshold": 0.25})
+    assert parsed.texts == ["a", "b"] and parsed.options == ResponseOptions(top_k=2, return_logits=True, threshold=0.25)
+
+
+class _Spec:
+    def __init__(self, multi_label: bool):
+        self.multi_label = multi_label
+        self.labels = ["a", "b", "c"]
+        self.max_length = 16
+
+
+def classifier_for(multi_label: bool, truncation: str = "head"):
+    from handler.classifier import TextClassifier
+
+    classifier = TextClassifier.__new__(TextClassifier)
+    classifier.spec, classifier.labels, classifier.truncation = _Spec(multi_label), ["a", "b", "c"], truncation
+    return classifier
+
+
+def test_answers_carry_top_k_logits_and_multi_label_labels():
+    prediction = TextPrediction(np.array([0.7, 0.2, 0.6]), np.array([0.85, -1.4, 0.4]), truncated=False, tokens=9, windows=1)
+    single = classifier_for(multi_label=False).answer(prediction, ResponseOptions(top_k=2, return_logits=True))
+    assert single["label"] == "a" and single["top_k"] == [{"label": "a", "score": 0.7}, {"label": "c", "score": 0.6}]
+    assert single["logits"] == {"a": 0.85, "b": -1.4, "c": 0.4} and "labels" not in single
+    multi = classifier_for(multi_label=True).answer(prediction, ResponseOptions(threshold=0.5))
+    assert multi["labels"] == ["a", "c"] and multi["threshold"] == 0.5
+    assert classifier_for(multi_label=True).answer(prediction)["labels"] == ["a", "c"]  # default threshold 0.5
+    chunked = classifier_for(multi_label=False, truncation="chunks").answer(prediction)
+    assert chunked["chunks"] == 1 and chunked["tokens"] == 9
+
+
+def test_threshold_on_a_single_label_model_is_refused():
+    with pytest.raises(RequestError, match="threshold applies to multi-label models only"):
+        classifier_for(multi_label=False).check(ResponseOptions(threshold=0.3))
+    classifier_for(multi_label=True).check(ResponseOptions(threshold=0.3))
