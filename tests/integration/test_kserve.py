@@ -54,7 +54,7 @@ def test_v1_answers_like_the_in_process_reference(kserve, reference_classifier):
     predictions = response.json()["predictions"]
     expected = reference_classifier.classify(TEXTS)
     for got, want in zip(predictions, expected):
-        assert got["label"] == want["label"] and set(got) == {"label", "score", "probabilities", "truncated", "backend"}
+        assert got["label"] == want["label"] and set(got) == {"label", "score", "probabilities", "truncated", "tokens", "backend"}
         assert max(abs(got["probabilities"][label] - p) for label, p in want["probabilities"].items()) <= 1e-4
     assert [p["truncated"] for p in predictions] == [False, False, False, True]
     assert predictions[0]["backend"] == "onnxruntime"
