@@ -94,10 +94,12 @@ class TorchCudaOptions:
     fused: bool = True
     #: torch.compile before capturing the graphs (slow start, no faster than `fused` on an H100)
     compile: bool = False
+    #: large padded batches run packed: the fused module's GEMMs on real tokens only (eagerly, no graph)
+    packing: bool = False
 
     def __post_init__(self):
         checked_value("cuda_dtype", self.dtype, "cuda_dtype")
-        for name in ("graphs", "fused", "compile"):
+        for name in ("graphs", "fused", "compile", "packing"):
             checked_value(f"cuda_{name}", getattr(self, name), "flag")
         if self.compile and not self.graphs:
             raise SettingsError("handler setting cuda_compile needs cuda_graphs: true (compiled shapes are the graph buckets)")
@@ -121,6 +123,7 @@ BACKEND_YAML_KEYS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
     "cuda_graphs": ((("torch_cuda", "graphs"),), "flag"),
     "cuda_fused": ((("torch_cuda", "fused"),), "flag"),
     "cuda_compile": ((("torch_cuda", "compile"),), "flag"),
+    "cuda_packing": ((("torch_cuda", "packing"),), "flag"),
 }
 #: values that mean "use the default" for a count (for cpu_sub_batch, null means "the whole batch in one pass")
 AUTO_VALUES = ("auto", "")

@@ -95,13 +95,18 @@ class TorchCudaBackend(Backend):
     ``fused`` it runs `FusedBertClassifier` (seven kernels per layer); a checkpoint it does not reproduce,
     or a tokenizer larger than its embedding (`tokenizer_size`), runs the Hugging Face module instead.
     ``compile`` (torch.compile before capturing) costs 7-14 s per bucket at start on an H100 and is no
-    faster than the fused module alone (bench/gpu_kernel_probe.py).
+    faster than the fused module alone (bench/gpu_kernel_probe.py). With ``packing``, large batches with
+    much padding run the fused module packed (`Packing`): its GEMMs only on the real tokens, eagerly.
     """
 
     name = "torch_cuda"
     options_type = TorchCudaOptions
     options: TorchCudaOptions
     BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+    #: with `packing`: batches of at least this many texts whose real tokens are at most this share run packed
+    #: (below, one graph launch beats the eager launches; above, there is little padding to drop)
+    PACKING_MIN_BATCH = 32
+    PACKING_MAX_REAL_SHARE = 0.85
     SEQUENCE_BUCKETS = (16, 32, 64, 128, 256, 512)
 
     def _load_impl(self) -> None:
@@ -160,11 +165,28 @@ class TorchCudaBackend(Backend):
         torch.cuda.synchronize(self.device)
 
     def _infer_impl(self, inputs):
+        if self.packs(inputs["attention_mask"]):
+            return self._infer_packed(inputs)
         if self.use_graphs:
             return self._infer_graphed(inputs).numpy()
         with torch.inference_mode():
             on_device = {name: tensor.to(self.device, non_blocking=True) for name, tensor in as_tensors(inputs, CapturedBatch.INPUT_ROWS).items()}
             return self.forward_logits(on_device["input_ids"], on_device["token_type_ids"], on_device["attention_mask"]).float().cpu().numpy()
+
+    def packs(self, attention_mask: np.ndarray) -> bool:
+        """True when this batch runs packed: `packing` on, the fused module, a large batch with much padding."""
+        if not (self.options.packing and self.model.fused) or attention_mask.shape[0] < self.PACKING_MIN_BATCH:
+            return False
+        return (attention_mask != 0).mean() <= self.PACKING_MAX_REAL_SHARE
+
+    def _infer_packed(self, inputs):
+        from handler.kernels.fused_bert import Packing
+
+        with torch.inference_mode():
+            on_device = {name: tensor.to(self.device, non_blocking=True) for name, tensor in as_tensors(inputs, CapturedBatch.INPUT_ROWS).items()}
+            packing = Packing.from_mask(inputs["attention_mask"], self.device)
+            logits = self.model.module(on_device["input_ids"], on_device["token_type_ids"], on_device["attention_mask"], packing)
+            return logits.float().cpu().numpy()
 
     def _infer_graphed(self, inputs):
         batch, length = inputs["input_ids"].shape

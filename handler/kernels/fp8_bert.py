@@ -116,17 +116,17 @@ class Fp8BertClassifier(FusedBertClassifier):
             setattr(self, name, tensor.to(device) if keep else tensor.to(device, dtype))
         return self
 
-    def _encoder(self, stream: torch.Tensor, bias_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor:
+    def _encoder(self, stream, bias_mask, batch, length, packing=None):
         quantized = to_fp8(stream, self.inverse_input_scale["layer0_qkv"], use_triton=self.triton_kernels)
         for index in range(self.num_layers):
             following = f"layer{index + 1}_qkv" if index + 1 < self.num_layers else None
-            stream, quantized = self._fp8_layer(index, stream, quantized, bias_mask, batch, length, following)
+            stream, quantized = self._fp8_layer(index, stream, quantized, bias_mask, batch, length, following, packing)
         return stream
 
-    def _fp8_layer(self, index, stream, quantized, bias_mask, batch, length, following):
+    def _fp8_layer(self, index, stream, quantized, bias_mask, batch, length, following, packing):
         key = lambda projection: f"layer{index}_{projection}"  # noqa: E731
         qkv = self._gemm(quantized, key("qkv"), getattr(self, f"layer{index}_qkv_bias"))
-        context = self._attention(qkv, bias_mask, batch, length)
+        context = self._attention(qkv, bias_mask, batch, length, packing)
         projected = self._gemm(to_fp8(context, self.inverse_input_scale[key("out")], use_triton=self.triton_kernels), key("out"))
         stream, quantized = self._add_layer_norm(projected, stream, f"layer{index}_ln1", key("up"))
         intermediate = self._gemm(quantized, key("up"), getattr(self, f"layer{index}_up_bias"))

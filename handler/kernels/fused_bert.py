@@ -27,6 +27,9 @@ reference). In float32 the module runs the checkpoint's own GELU as a separate k
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -34,6 +37,25 @@ from handler.kernels.triton_kernels import embedding_layer_norm, layer_norm
 
 #: hidden_act -> the `approximate` argument of F.gelu that computes it
 SUPPORTED_ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
+
+
+@dataclass(frozen=True)
+class Packing:
+    """The real tokens of a right-padded [batch, seq] batch: with it, every projection, LayerNorm and the
+    residual stream run on those rows only, and attention scatters them back to the padded layout."""
+
+    #: flat indices (row x seq + position) of the real tokens, in order
+    tokens: torch.Tensor
+    #: each sequence's first token (its [CLS]) among the packed rows
+    first_tokens: torch.Tensor
+
+    @classmethod
+    def from_mask(cls, attention_mask: np.ndarray, device: torch.device) -> "Packing":
+        """The packing of a right-padded batch whose mask (nonzero: real token) is known on the host."""
+        real = attention_mask != 0
+        lengths = real.sum(axis=1)
+        first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        return cls(torch.from_numpy(np.flatnonzero(real.reshape(-1))).to(device), torch.from_numpy(first).to(device))
 
 
 class UnsupportedModel(ValueError):
@@ -117,9 +139,12 @@ class FusedBertClassifier(torch.nn.Module):
     def dtype(self) -> torch.dtype:
         return self.word_embeddings.dtype
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, packing: Packing | None = None
+    ) -> torch.Tensor:
         """Logits [batch, labels] in the module's dtype. `attention_mask` [batch, seq]: nonzero = real
-        token; None means no padding at all (SDPA may then use flash attention)."""
+        token; None means no padding at all (SDPA may then use flash attention). With `packing` (and the
+        mask) the padding rows are dropped after the embeddings."""
         batch, length = input_ids.shape
         hidden = self.word_embeddings.shape[1]
         if length > self.position_embeddings.shape[0]:
@@ -128,38 +153,44 @@ class FusedBertClassifier(torch.nn.Module):
             input_ids, token_type_ids, self.word_embeddings, self.position_embeddings, self.token_type_embeddings,
             self.embeddings_ln_weight, self.embeddings_ln_bias, self.layer_norm_eps, use_triton=self.triton_kernels,
         )  # fmt: skip
+        if packing is not None:
+            stream = stream.index_select(0, packing.tokens)
         bias_mask = None
         if attention_mask is not None:
             bias_mask = torch.zeros(attention_mask.shape, dtype=stream.dtype, device=stream.device)
             bias_mask.masked_fill_(attention_mask == 0, torch.finfo(stream.dtype).min)
             bias_mask = bias_mask[:, None, None, :]
-        stream = self._encoder(stream, bias_mask, batch, length)
-        first_tokens = stream.view(batch, length, hidden)[:, 0]
+        stream = self._encoder(stream, bias_mask, batch, length, packing)
+        first_tokens = stream.index_select(0, packing.first_tokens) if packing is not None else stream.view(batch, length, hidden)[:, 0]
         pooled = torch.tanh(torch.addmm(self.pooler_bias, first_tokens, self.pooler_weight.t()))
         return torch.addmm(self.classifier_bias, pooled, self.classifier_weight.t())
 
-    def _encoder(self, stream: torch.Tensor, bias_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor:
+    def _encoder(self, stream: torch.Tensor, bias_mask: torch.Tensor | None, batch: int, length: int, packing: Packing | None) -> torch.Tensor:
         for index in range(self.num_layers):
-            stream = self._layer(index, stream, bias_mask, batch, length)
+            stream = self._layer(index, stream, bias_mask, batch, length, packing)
         return stream
 
     def _observe(self, key: str, values: torch.Tensor) -> None:
         if self.observer is not None:
             self.observer(key, values)
 
-    def _attention(self, qkv: torch.Tensor, bias_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor:
-        """Multi-head attention over the fused QKV projection [tokens, 3 x hidden] -> context [tokens, hidden]."""
+    def _attention(self, qkv: torch.Tensor, bias_mask: torch.Tensor | None, batch: int, length: int, packing: Packing | None = None) -> torch.Tensor:
+        """Multi-head attention over the fused QKV projection [tokens, 3 x hidden] -> context [tokens, hidden]
+        (packed tokens are scattered to the padded layout for attention and gathered back)."""
+        if packing is not None:
+            qkv = qkv.new_zeros((batch * length, qkv.shape[1])).index_copy_(0, packing.tokens, qkv)
         hidden = qkv.shape[1] // 3
         head_dim = hidden // self.num_heads
         query, key, value = qkv.view(batch, length, 3, self.num_heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias_mask)
-        return context.transpose(1, 2).reshape(batch * length, hidden)
+        context = context.transpose(1, 2).reshape(batch * length, hidden)
+        return context.index_select(0, packing.tokens) if packing is not None else context
 
-    def _layer(self, index: int, stream: torch.Tensor, bias_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor:
+    def _layer(self, index: int, stream: torch.Tensor, bias_mask: torch.Tensor | None, batch: int, length: int, packing: Packing | None = None) -> torch.Tensor:
         weights = lambda name: getattr(self, f"layer{index}_{name}")  # noqa: E731
         self._observe(f"layer{index}_qkv", stream)
         qkv = torch.addmm(weights("qkv_bias"), stream, weights("qkv_weight").t())
-        context = self._attention(qkv, bias_mask, batch, length)
+        context = self._attention(qkv, bias_mask, batch, length, packing)
         self._observe(f"layer{index}_out", context)
         stream.addmm_(context, weights("out_weight").t())
         stream = self._layer_norm(stream, f"layer{index}_ln1")

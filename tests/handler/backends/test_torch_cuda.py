@@ -156,3 +156,32 @@ def test_other_families_run_the_hugging_face_module_under_cuda_graphs(family, tm
         alone = {name: tensor[row : row + 1, :length].numpy() for name, tensor in inputs.items()}
         assert (torch.softmax(torch.from_numpy(backend.infer(alone)), -1)[0] - batched[row]).abs().max() <= 2e-3, f"row {row}"
     backend.close()
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_packing_runs_large_padded_batches_packed_with_the_answers_of_the_graphs(tmp_path):
+    """cuda_packing: a batch of 40 mostly short texts runs packed (GEMMs on real tokens only); every text's
+    probabilities equal those of the same text alone (its CUDA graph) within 2e-3."""
+    from handler.backends.torch_cuda import TorchCudaBackend
+    from handler.settings import TorchCudaOptions
+
+    model = random_hf_model(vocab_size=30522)
+    model.save_pretrained(tmp_path / layout.CHECKPOINT_DIR)
+    spec = ModelSpec(id2label=dict(enumerate("abc")), max_length=64)
+    spec.save(tmp_path)
+    backend = TorchCudaBackend(tmp_path, spec, gpu_id=0, tokenizer_size=30522, options=TorchCudaOptions(packing=True)).load()
+    generator = torch.Generator().manual_seed(5)
+    lengths = torch.randint(2, 24, (40,), generator=generator).tolist() + [64]
+    ids = torch.randint(1000, 30000, (len(lengths), 64), generator=generator)
+    mask = (torch.arange(64)[None, :] < torch.tensor(lengths)[:, None]).long()
+    inputs = {"input_ids": (ids * mask).numpy(), "attention_mask": mask.numpy(), "token_type_ids": torch.zeros_like(ids).numpy()}
+    assert backend.packs(inputs["attention_mask"]) and not backend.packs(inputs["attention_mask"][:4])
+    batched = torch.softmax(torch.from_numpy(backend.infer(inputs)), -1)
+    with torch.inference_mode():
+        reference = torch.softmax(model(**{name: torch.from_numpy(value) for name, value in inputs.items()}).logits, -1)
+    assert (batched - reference).abs().max() < 1e-2
+    for row, length in enumerate(lengths):
+        alone = {name: value[row : row + 1, :length] for name, value in inputs.items()}
+        assert (torch.softmax(torch.from_numpy(backend.infer(alone)), -1)[0] - batched[row]).abs().max() <= 2e-3, f"row {row}"
+    backend.close()

@@ -70,3 +70,19 @@ def test_sequence_longer_than_the_position_table_is_refused():
     ids = torch.ones((1, 9), dtype=torch.long)
     with pytest.raises(ValueError, match="8 positions"):
         fused(ids, torch.zeros_like(ids))
+
+
+def test_packed_forward_gives_the_padded_forward_logits():
+    """With `Packing` the rows of padding are dropped after the embeddings: same logits (float32, CPU)."""
+    import numpy as np
+
+    from handler.kernels.fused_bert import Packing
+
+    fused = FusedBertClassifier.from_hf(random_hf_model())
+    inputs = padded_inputs()
+    packing = Packing.from_mask(inputs["attention_mask"].numpy(), torch.device("cpu"))
+    assert len(packing.tokens) == int(inputs["attention_mask"].sum()) and packing.first_tokens.tolist() == [0, 12, 17, 29]
+    with torch.inference_mode():
+        arguments = (inputs["input_ids"], inputs["token_type_ids"], inputs["attention_mask"])
+        torch.testing.assert_close(fused(*arguments, packing=packing), fused(*arguments), atol=1e-5, rtol=1e-5)
+    assert np.array_equal(packing.tokens.numpy(), np.flatnonzero(inputs["attention_mask"].numpy().reshape(-1)))
