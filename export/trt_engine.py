@@ -173,8 +173,6 @@ def engine_from_onnx(
             f"(`python -m export.trt_engine --precision fp16` writes {layout.FP16_ONNX_FILE} and checks it), or build with --precision fp32"
         )
     if precision == "fp8":
-        import torch
-
         check_fp8_gpu(torch.cuda.get_device_capability(), torch.cuda.get_device_name())
     # weakly typed (precision from builder flags) only where TensorRT still has the FP16 flag and one is wanted
     weakly_typed = has_fp16_flag and precision in ("fp16", *QUANTIZED_PRECISIONS)

@@ -57,6 +57,25 @@ def test_torch_cuda_backend_falls_back_to_hugging_face_for_other_models(tiny_che
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+def mixed_length_inputs(lengths: list[int], low: int = 1000, high: int = 30000, seed: int = 3) -> dict[str, torch.Tensor]:
+    """Random ids in [low, high), right-padded to the longest of `lengths`, one token type."""
+    ids = torch.randint(low, high, (len(lengths), max(lengths)), generator=torch.Generator().manual_seed(seed))
+    mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
+    return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
+def assert_close_and_batch_invariant(backend, model, inputs: dict, lengths: list[int], input_names, tolerance: float) -> None:
+    """The backend's probabilities for the padded batch are within `tolerance` of the float32 CPU model's, and
+    each text's alone (its own graph) within 2e-3 of its row in the batch."""
+    with torch.inference_mode():
+        reference = torch.softmax(model(**{name: inputs[name] for name in input_names}).logits, -1)
+    batched = torch.softmax(torch.from_numpy(backend.infer({name: tensor.numpy() for name, tensor in inputs.items()})), -1)
+    assert (batched - reference).abs().max() < tolerance
+    for row, length in enumerate(lengths):
+        alone = {name: tensor[row : row + 1, :length].numpy() for name, tensor in inputs.items()}
+        assert (torch.softmax(torch.from_numpy(backend.infer(alone)), -1)[0] - batched[row]).abs().max() <= 2e-3, f"row {row} (length {length})"
+
+
 @pytest.mark.gpu
 @needs_cuda
 def test_backend_with_server_defaults_matches_cpu_and_answers_a_text_the_same_in_any_batch(tmp_path):
@@ -70,18 +89,8 @@ def test_backend_with_server_defaults_matches_cpu_and_answers_a_text_the_same_in
     spec.save(tmp_path)
     backend = TorchCudaBackend(tmp_path, spec, gpu_id=0, tokenizer_size=30522).load()
     assert backend.model.fused and backend.use_graphs and backend.unpadded_graphs
-    generator = torch.Generator().manual_seed(3)
     lengths = [5, 16, 23, 32, 40, 64, 9, 1]
-    ids = torch.randint(1000, 30000, (len(lengths), max(lengths)), generator=generator)
-    mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
-    inputs = {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
-    with torch.inference_mode():
-        reference = torch.softmax(model(**inputs).logits, -1)
-    batched = torch.softmax(torch.from_numpy(backend.infer({name: tensor.numpy() for name, tensor in inputs.items()})), -1)
-    assert (batched - reference).abs().max() < 1e-2
-    for row, length in enumerate(lengths):
-        alone = {name: tensor[row : row + 1, :length].numpy() for name, tensor in inputs.items()}
-        assert (torch.softmax(torch.from_numpy(backend.infer(alone)), -1)[0] - batched[row]).abs().max() <= 2e-3, f"row {row} (length {length})"
+    assert_close_and_batch_invariant(backend, model, mixed_length_inputs(lengths), lengths, spec.input_names, tolerance=1e-2)
     backend.close()
 
 
@@ -106,22 +115,13 @@ def test_float8_backend_runs_fp8_where_it_can_and_answers_a_text_the_same_in_any
     if not fp8_capable(torch.device("cuda", 0)):
         pytest.skip("this GPU has no FP8 tensor cores")
 
-    generator = torch.Generator().manual_seed(3)
     lengths = [5, 16, 23, 32, 40, 64, 9, 1]
-    ids = torch.randint(1000, 30000, (len(lengths), max(lengths)), generator=generator)
-    mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
-    inputs = {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    inputs = mixed_length_inputs(lengths)
     fused = FusedBertClassifier.from_hf(model)
     calibrate(fused, [(inputs["input_ids"], inputs["token_type_ids"], inputs["attention_mask"])], "test", 0).save(tmp_path / layout.FP8_SCALES_FILE)
     backend = TorchCudaBackend(tmp_path, spec, gpu_id=0, tokenizer_size=30522, options=options).load()
     assert backend.describe()["dtype"] == "float8 (e4m3 projections)"
-    with torch.inference_mode():
-        reference = torch.softmax(model(**inputs).logits, -1)
-    batched = torch.softmax(torch.from_numpy(backend.infer({name: tensor.numpy() for name, tensor in inputs.items()})), -1)
-    assert (batched - reference).abs().max() < 5e-2
-    for row, length in enumerate(lengths):
-        alone = {name: tensor[row : row + 1, :length].numpy() for name, tensor in inputs.items()}
-        assert (torch.softmax(torch.from_numpy(backend.infer(alone)), -1)[0] - batched[row]).abs().max() <= 2e-3, f"row {row} (length {length})"
+    assert_close_and_batch_invariant(backend, model, inputs, lengths, spec.input_names, tolerance=5e-2)
     backend.close()
 
 
@@ -145,16 +145,7 @@ def test_other_families_run_the_hugging_face_module_under_cuda_graphs(family, tm
 
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / layout.CHECKPOINT_DIR).eval()
     lengths = [5, 16, 23, 40, 9, 1]
-    ids = torch.randint(5, vocabulary, (len(lengths), max(lengths)), generator=torch.Generator().manual_seed(3))
-    mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
-    inputs = {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
-    with torch.inference_mode():
-        reference = torch.softmax(model(**{name: inputs[name] for name in spec.input_names}).logits, -1)
-    batched = torch.softmax(torch.from_numpy(backend.infer({name: tensor.numpy() for name, tensor in inputs.items()})), -1)
-    assert (batched - reference).abs().max() < 1e-2
-    for row, length in enumerate(lengths):
-        alone = {name: tensor[row : row + 1, :length].numpy() for name, tensor in inputs.items()}
-        assert (torch.softmax(torch.from_numpy(backend.infer(alone)), -1)[0] - batched[row]).abs().max() <= 2e-3, f"row {row}"
+    assert_close_and_batch_invariant(backend, model, mixed_length_inputs(lengths, low=5, high=vocabulary), lengths, spec.input_names, tolerance=1e-2)
     backend.close()
 
 
@@ -171,17 +162,8 @@ def test_packing_runs_large_padded_batches_packed_with_the_answers_of_the_graphs
     spec = ModelSpec(id2label=dict(enumerate("abc")), max_length=64)
     spec.save(tmp_path)
     backend = TorchCudaBackend(tmp_path, spec, gpu_id=0, tokenizer_size=30522, options=TorchCudaOptions(packing=True)).load()
-    generator = torch.Generator().manual_seed(5)
-    lengths = torch.randint(2, 24, (40,), generator=generator).tolist() + [64]
-    ids = torch.randint(1000, 30000, (len(lengths), 64), generator=generator)
-    mask = (torch.arange(64)[None, :] < torch.tensor(lengths)[:, None]).long()
-    inputs = {"input_ids": (ids * mask).numpy(), "attention_mask": mask.numpy(), "token_type_ids": torch.zeros_like(ids).numpy()}
-    assert backend.packs(inputs["attention_mask"]) and not backend.packs(inputs["attention_mask"][:4])
-    batched = torch.softmax(torch.from_numpy(backend.infer(inputs)), -1)
-    with torch.inference_mode():
-        reference = torch.softmax(model(**{name: torch.from_numpy(value) for name, value in inputs.items()}).logits, -1)
-    assert (batched - reference).abs().max() < 1e-2
-    for row, length in enumerate(lengths):
-        alone = {name: value[row : row + 1, :length] for name, value in inputs.items()}
-        assert (torch.softmax(torch.from_numpy(backend.infer(alone)), -1)[0] - batched[row]).abs().max() <= 2e-3, f"row {row}"
+    lengths = torch.randint(2, 24, (40,), generator=torch.Generator().manual_seed(5)).tolist() + [64]
+    inputs = mixed_length_inputs(lengths, seed=5)
+    assert backend.packs(inputs["attention_mask"].numpy()) and not backend.packs(inputs["attention_mask"][:4].numpy())
+    assert_close_and_batch_invariant(backend, model, inputs, lengths, spec.input_names, tolerance=1e-2)
     backend.close()
