@@ -73,6 +73,18 @@ def test_raw_utf8_and_json_escapes_give_the_same_answer(chinese_server):
     assert raw.json()["label"] in ("-1", "1") and raw.json() == as_json.json()
 
 
+def test_curl_with_a_chinese_review_gets_a_label(chinese_server):
+    """What the README shows: curl --data-binary with UTF-8 Chinese text and the inference key."""
+    import shutil
+    import subprocess
+
+    assert shutil.which("curl"), "curl is part of the README's flow"
+    command = ["curl", "-s", "-H", f"Authorization: Bearer {chinese_server.token()}", "-H", "Content-Type: text/plain; charset=utf-8",
+               "--data-binary", NEGATIVE_REVIEW, f"{chinese_server.inference_url}/predictions/bert_zh"]  # fmt: skip
+    answer = json.loads(subprocess.run(command, capture_output=True, check=True, timeout=60).stdout)
+    assert answer["label"] in ("-1", "1") and answer["tokens"] == len(NEGATIVE_REVIEW) + 2  # one token per character, [CLS] and [SEP]
+
+
 def test_mixed_language_full_width_punctuation_and_emoji_are_answered(chinese_server):
     response = chinese_server.predict({"text": [MIXED, FULL_WIDTH_AND_EMOJI]}, model_name="bert_zh")
     assert response.status_code == 200, response.text
