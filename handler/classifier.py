@@ -21,6 +21,7 @@ from handler.tokenizer import FastTokenizer, load_tokenizer
 #: a multi-label model predicts every label whose probability is at least this, unless a request says otherwise
 DEFAULT_THRESHOLD = 0.5
 
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float64 (probabilities are rounded to 6 digits afterwards)."""
     shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
@@ -139,15 +140,15 @@ class TextClassifier:
         timings.infer_ms = (time.perf_counter() - start) * 1000
         self.last_timings = timings
         activation = sigmoid if self.spec.multi_label else softmax
-        window_probabilities = activation(window_logits)
-        owners = np.array(encoded.owners)
-        predictions = []
-        for text in range(len(texts)):
-            rows = owners == text
-            predictions.append(TextPrediction(
-                window_probabilities[rows].mean(axis=0), window_logits[rows].mean(axis=0), encoded.truncated[text], encoded.tokens[text], int(rows.sum()),
-            ))  # fmt: skip
-        return predictions
+        # a text's windows are consecutive rows (encode keeps text order): average each run of rows
+        windows = np.bincount(encoded.owners, minlength=len(texts))
+        starts = np.concatenate([[0], np.cumsum(windows)[:-1]])
+        probabilities = np.add.reduceat(activation(window_logits), starts, axis=0) / windows[:, None]
+        logits = np.add.reduceat(window_logits.astype(np.float64), starts, axis=0) / windows[:, None]
+        return [
+            TextPrediction(probabilities[text], logits[text], encoded.truncated[text], encoded.tokens[text], int(windows[text]))
+            for text in range(len(texts))
+        ]
 
     def check(self, options: ResponseOptions) -> None:
         """Raise `RequestError` for options this model cannot honour."""

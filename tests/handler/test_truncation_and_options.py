@@ -99,3 +99,34 @@ def test_threshold_on_a_single_label_model_is_refused():
     with pytest.raises(RequestError, match="threshold applies to multi-label models only"):
         classifier_for(multi_label=False).check(ResponseOptions(threshold=0.3))
     classifier_for(multi_label=True).check(ResponseOptions(threshold=0.3))
+
+
+class _SumBackend:
+    """Logits from each window's ids (their sum, scaled), so that windows of one text differ."""
+
+    chunk_size = 3
+    max_sequence_length = None
+    name = "sum"
+
+    def infer(self, inputs):
+        total = (inputs["input_ids"] * inputs["attention_mask"]).sum(axis=1, keepdims=True) / 1e5
+        return np.concatenate([total, -total, np.zeros_like(total)], axis=1).astype(np.float32)
+
+
+def test_chunked_texts_average_their_windows_probabilities_in_order(tiny_checkpoint):
+    from handler.classifier import TextClassifier, softmax
+    from handler.spec import ModelSpec
+    from handler.tokenizer import FastTokenizer
+
+    tokenizer = FastTokenizer(tiny_checkpoint)
+    spec = ModelSpec(id2label={0: "a", 1: "b", 2: "c"}, max_length=16)
+    classifier = TextClassifier(tokenizer, _SumBackend(), spec, truncation="chunks", max_chunks=8)
+    texts = ["short one", " ".join(f"word{i}" for i in range(40)), "another short text"]
+    predictions = classifier.predict(texts)
+    encoded = tokenizer.encode_texts(texts, 16, "chunks", 8)
+    for prediction, text in zip(predictions, encoded):
+        window_logits = _SumBackend().infer({"input_ids": np.array([w + [0] * (16 - len(w)) for w in text.windows]),
+                                             "attention_mask": np.array([[1] * len(w) + [0] * (16 - len(w)) for w in text.windows])})  # fmt: skip
+        np.testing.assert_allclose(prediction.probabilities, softmax(window_logits).mean(axis=0), atol=1e-9)
+        assert prediction.windows == len(text.windows) and prediction.tokens == text.tokens
+    assert predictions[1].windows > 1 and predictions[0].windows == predictions[2].windows == 1
