@@ -51,7 +51,6 @@ class EncodedTexts:
     window belongs to, and per text: its token count and whether some tokens are in no window."""
 
     input_ids: list[list[int]]
-    token_type_ids: list[list[int]]
     owners: list[int]
     tokens: list[int]
     truncated: list[bool]
@@ -91,9 +90,8 @@ class TextClassifier:
         encoded = self.tokenizer.encode_texts(texts, self.max_length, self.truncation, self.max_chunks)
         windows = [(owner, window) for owner, text in enumerate(encoded) for window in text.windows]
         return EncodedTexts(
-            [window for _, window in windows], [self.tokenizer.type_ids(window) for _, window in windows], [owner for owner, _ in windows],
-            [text.tokens for text in encoded], [text.truncated for text in encoded],
-        )  # fmt: skip
+            [window for _, window in windows], [owner for owner, _ in windows], [text.tokens for text in encoded], [text.truncated for text in encoded]
+        )
 
     def chunks(self, encoded: EncodedTexts):
         """Sort the windows by length and yield (indices, padded inputs) chunks.
@@ -101,20 +99,19 @@ class TextClassifier:
         Each chunk is padded only to its own longest window, so short texts never pay for a long
         one; a chunk holds at most `backend.chunk_size` windows (None: all of them).
         """
-        ids, types = encoded.input_ids, encoded.token_type_ids
+        ids = encoded.input_ids
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         size = self.backend.chunk_size or len(ids)
         for first in range(0, len(order), size):
             indices = order[first : first + size]
             longest = max(len(ids[i]) for i in indices)
             input_ids = np.full((len(indices), longest), self.pad_id, dtype=np.int64)
-            token_type_ids = np.zeros((len(indices), longest), dtype=np.int64)
             attention_mask = np.zeros((len(indices), longest), dtype=np.int64)
             for row, i in enumerate(indices):
                 length = len(ids[i])
                 input_ids[row, :length] = ids[i]
-                token_type_ids[row, :length] = types[i]
                 attention_mask[row, :length] = 1
+            token_type_ids = attention_mask * self.tokenizer.type_id  # one text per window: one segment
             yield indices, {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
 
     def logits(self, texts: list[str]) -> np.ndarray:

@@ -96,6 +96,7 @@ class FastTokenizer:
         framed, bare = self.tokenizer.encode("a"), self.tokenizer.encode("a", add_special_tokens=False).ids
         start = next(i for i in range(len(framed.ids)) if framed.ids[i : i + len(bare)] == bare)
         self.prefix, self.suffix = framed.ids[:start], framed.ids[start + len(bare) :]
+        #: the token type of a single text's tokens (0 for every family served)
         self.type_id = framed.type_ids[start]
 
     def __len__(self) -> int:
@@ -105,7 +106,7 @@ class FastTokenizer:
     def encode_batch(self, texts: list[str], max_length: int) -> list[Encoded]:
         """Ids of every text, each cut to its first `max_length` tokens (special tokens included)."""
         encoded = self.encode_texts(texts, max_length, "head")
-        return [Encoded(text.windows[0], self.type_ids(text.windows[0]), text.truncated) for text in encoded]
+        return [Encoded(text.windows[0], [self.type_id] * len(text.windows[0]), text.truncated) for text in encoded]
 
     def encode_texts(self, texts: list[str], max_length: int, policy: str, max_chunks: int = 1) -> list[EncodedText]:
         """Every text as the model sees it under truncation `policy` (see `content_windows`), windows of
@@ -118,10 +119,6 @@ class FastTokenizer:
             framed = [self.prefix + window + self.suffix for window in windows]
             encoded.append(EncodedText(framed, len(encoding.ids) + len(self.prefix) + len(self.suffix), cut or len(text) > characters))
         return encoded
-
-    def type_ids(self, ids: list[int]) -> list[int]:
-        """Token type ids of one window (a single text: all the same)."""
-        return [self.type_id] * len(ids)
 
     def _pad_id(self, checkpoint_dir: Path) -> int:
         config_path = checkpoint_dir / TOKENIZER_CONFIG_FILE
