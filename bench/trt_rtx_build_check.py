@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from export.quantize import TENSORRT_FORMATS
+from handler import layout
 
 
 def graphs_for_precisions(onnx_path: Path, checkpoint: Path, texts: Path):
@@ -31,7 +31,7 @@ def graphs_for_precisions(onnx_path: Path, checkpoint: Path, texts: Path):
     data.evaluation_labels, data.evaluation_texts = data.evaluation_labels[:64], data.evaluation_texts[:64]
     for precision in ("int8", "fp8"):
         tensorrt_qdq_onnx(onnx_path, precision, data, budget_points=100)  # random weights: accuracy means nothing here
-        yield precision, onnx_path.with_name(TENSORRT_FORMATS[precision].file_name)
+        yield precision, onnx_path.with_name(layout.QDQ_ONNX_FILES[precision])
 
 
 def build_check(trt, precision: str, onnx_path: Path, spec) -> dict:

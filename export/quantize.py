@@ -31,7 +31,7 @@ import json
 import random
 import re
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +152,14 @@ class CalibrationData:
     evaluation_labels: list[str]
     evaluation_texts: list[str]
     evaluation_source: str
+    #: accuracy of each fp32 ONNX measured on the evaluation texts (every quantized output is compared with it)
+    fp32_accuracies: dict[Path, float] = field(default_factory=dict)
+
+    def fp32_accuracy(self, onnx_path: Path) -> float:
+        """The fp32 ONNX's accuracy on the evaluation texts, measured once."""
+        if onnx_path not in self.fp32_accuracies:
+            self.fp32_accuracies[onnx_path] = onnx_accuracy(onnx_path, self.tokenizer, self.spec, self.evaluation_labels, self.evaluation_texts)
+        return self.fp32_accuracies[onnx_path]
 
     @classmethod
     def load(cls, export_dir: Path, checkpoint: Path, calibration_csv: Path, evaluation_csv: Path, calibration_texts: int, seed: int = 0) -> "CalibrationData":
@@ -210,9 +218,12 @@ def write_qdq_onnx(onnx_path: Path, qdq: QdqFormat, data: CalibrationData, budge
     if "FLOAT8" in qdq.activation_type:
         absmax_fp8_scales(out, onnx_path, data)
     fuse = "FLOAT8" not in qdq.activation_type
-    accuracy = [onnx_accuracy(path, data.tokenizer, data.spec, data.evaluation_labels, data.evaluation_texts, fuse=fuse) for path in (onnx_path, out)]
+    accuracy = onnx_accuracy(out, data.tokenizer, data.spec, data.evaluation_labels, data.evaluation_texts, fuse=fuse)
     try:
-        return data.record(qdq.method, qdq.calibrate_method, budget_points, *accuracy, calibration_texts=reader.texts_used, quantized_ops=qdq.quantized_ops)
+        return data.record(
+            qdq.method, qdq.calibrate_method, budget_points, data.fp32_accuracy(onnx_path), accuracy,
+            calibration_texts=reader.texts_used, quantized_ops=qdq.quantized_ops,
+        )  # fmt: skip
     except QuantizationBudgetError:
         out.unlink()
         raise
@@ -228,6 +239,8 @@ def absmax_fp8_scales(qdq_path: Path, fp32_path: Path, data: CalibrationData) ->
     import torch
     from onnx import numpy_helper
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    from handler.kernels.triton_kernels import FP8_E4M3_MAX, quantize_fp8_reference
 
     model = onnx.load(str(qdq_path))
     initializers = {i.name: i for i in model.graph.initializer}
@@ -246,14 +259,10 @@ def absmax_fp8_scales(qdq_path: Path, fp32_path: Path, data: CalibrationData) ->
         if node.op_type == "DequantizeLinear" and name in initializers and name.removesuffix("_quantized") in fp32_weights:
             weight = numpy_helper.to_array(fp32_weights[name.removesuffix("_quantized")]).astype(np.float32)  # [in, out]: scales per column
             scale = (np.maximum(np.abs(weight).max(axis=0), 1e-12) / FP8_E4M3_MAX).astype(np.float32)
-            rounded = torch.from_numpy(weight / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(torch.float8_e4m3fn)
+            rounded = quantize_fp8_reference(torch.from_numpy(weight), torch.from_numpy(1 / scale))
             initializers[name].raw_data = rounded.view(torch.uint8).numpy().tobytes()
             initializers[node.input[1]].CopyFrom(numpy_helper.from_array(scale, node.input[1]))
     onnx.save(model, str(qdq_path))
-
-
-#: largest finite float8 e4m3 value
-FP8_E4M3_MAX = 448.0
 
 
 def static_int8_from_onnx(

@@ -131,12 +131,10 @@ def fp16_onnx(onnx_path: Path) -> Path:
 
 #: precisions built from a QDQ graph (explicit quantization)
 QUANTIZED_PRECISIONS = ("int8", "fp8")
-#: the compute capability FP8 engines need
-FP8_MIN_CAPABILITY = (8, 9)
-
-
 def check_fp8_gpu(capability: tuple[int, int], gpu_name: str) -> None:
     """Raise `EngineBuildError` when a GPU of `capability` has no FP8 tensor cores."""
+    from handler.kernels.fp8_bert import FP8_MIN_CAPABILITY
+
     if tuple(capability) < FP8_MIN_CAPABILITY:
         raise EngineBuildError(
             f"--precision fp8 needs FP8 tensor cores (compute capability 8.9+: Ada, Hopper, Blackwell); {gpu_name} is sm "
@@ -263,9 +261,9 @@ def checked_fp16_onnx(onnx_path: Path, checkpoint: Path, parity_texts: Path | No
 
 def qdq_onnx(onnx_path: Path, precision: str, args: argparse.Namespace) -> Path:
     """TensorRT's QDQ graph for `precision` beside `onnx_path`, written by export.quantize when missing."""
-    from export.quantize import TENSORRT_FORMATS, quantize_from_args
+    from export.quantize import quantize_from_args
 
-    path = onnx_path.with_name(TENSORRT_FORMATS[precision].file_name)
+    path = onnx_path.with_name(layout.QDQ_ONNX_FILES[precision])
     if path.is_file():
         print(f"building from {path} (delete it to calibrate again)")
     else:
@@ -294,9 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     defaults = asdict(default_profile(spec, args.batch_size))
     overrides = {f"{b}_{kind}": getattr(args, f"{b}_{kind}") for b in ("min", "opt", "max") for kind in ("batch", "seq")}
     profile = ProfileRange(**{key: overrides[key] or value for key, value in defaults.items()})
-    from export.quantize import TENSORRT_FORMATS
-
-    shown_onnx = args.onnx.with_name(TENSORRT_FORMATS[args.precision].file_name) if args.precision in QUANTIZED_PRECISIONS else args.onnx
+    shown_onnx = args.onnx.with_name(layout.QDQ_ONNX_FILES[args.precision]) if args.precision in QUANTIZED_PRECISIONS else args.onnx
     command = trtexec_command(shown_onnx, args.engine, spec, profile, args.precision, args.timing_cache)
     print(f"equivalent trtexec command:\n  {command}")
     if args.print_trtexec:
