@@ -68,37 +68,33 @@ def test_response_options_are_parsed_with_the_texts():
     assert parsed.texts == ["a", "b"] and parsed.options == ResponseOptions(top_k=2, return_logits=True, threshold=0.25)
 
 
-class _Spec:
-    def __init__(self, multi_label: bool):
-        self.multi_label = multi_label
-        self.labels = ["a", "b", "c"]
-        self.max_length = 16
-
-
-def classifier_for(multi_label: bool, truncation: str = "head"):
+def classifier_for(tiny_checkpoint, multi_label: bool, truncation: str = "head"):
+    """A real TextClassifier over the tiny tokenizer and `_SumBackend`, labels a, b, c."""
     from handler.classifier import TextClassifier
+    from handler.spec import ModelSpec
+    from handler.tokenizer import FastTokenizer
 
-    classifier = TextClassifier.__new__(TextClassifier)
-    classifier.spec, classifier.labels, classifier.truncation = _Spec(multi_label), ["a", "b", "c"], truncation
-    return classifier
+    problem_type = "multi_label_classification" if multi_label else "single_label_classification"
+    spec = ModelSpec(id2label={0: "a", 1: "b", 2: "c"}, max_length=16, problem_type=problem_type)
+    return TextClassifier(FastTokenizer(tiny_checkpoint), _SumBackend(), spec, truncation=truncation, max_chunks=8)
 
 
-def test_answers_carry_top_k_logits_and_multi_label_labels():
+def test_answers_carry_top_k_logits_and_multi_label_labels(tiny_checkpoint):
     prediction = TextPrediction(np.array([0.7, 0.2, 0.6]), np.array([0.85, -1.4, 0.4]), truncated=False, tokens=9, windows=1)
-    single = classifier_for(multi_label=False).answer(prediction, ResponseOptions(top_k=2, return_logits=True))
+    single = classifier_for(tiny_checkpoint, multi_label=False).answer(prediction, ResponseOptions(top_k=2, return_logits=True))
     assert single["label"] == "a" and single["top_k"] == [{"label": "a", "score": 0.7}, {"label": "c", "score": 0.6}]
     assert single["logits"] == {"a": 0.85, "b": -1.4, "c": 0.4} and "labels" not in single
-    multi = classifier_for(multi_label=True).answer(prediction, ResponseOptions(threshold=0.5))
+    multi = classifier_for(tiny_checkpoint, multi_label=True).answer(prediction, ResponseOptions(threshold=0.5))
     assert multi["labels"] == ["a", "c"] and multi["threshold"] == 0.5
-    assert classifier_for(multi_label=True).answer(prediction)["labels"] == ["a", "c"]  # default threshold 0.5
-    chunked = classifier_for(multi_label=False, truncation="chunks").answer(prediction)
+    assert classifier_for(tiny_checkpoint, multi_label=True).answer(prediction)["labels"] == ["a", "c"]  # default threshold 0.5
+    chunked = classifier_for(tiny_checkpoint, multi_label=False, truncation="chunks").answer(prediction)
     assert chunked["chunks"] == 1 and chunked["tokens"] == 9
 
 
-def test_threshold_on_a_single_label_model_is_refused():
+def test_threshold_on_a_single_label_model_is_refused(tiny_checkpoint):
     with pytest.raises(RequestError, match="threshold applies to multi-label models only"):
-        classifier_for(multi_label=False).check(ResponseOptions(threshold=0.3))
-    classifier_for(multi_label=True).check(ResponseOptions(threshold=0.3))
+        classifier_for(tiny_checkpoint, multi_label=False).check(ResponseOptions(threshold=0.3))
+    classifier_for(tiny_checkpoint, multi_label=True).check(ResponseOptions(threshold=0.3))
 
 
 class _SumBackend:
@@ -114,13 +110,11 @@ class _SumBackend:
 
 
 def test_chunked_texts_average_their_windows_probabilities_in_order(tiny_checkpoint):
-    from handler.classifier import TextClassifier, softmax
-    from handler.spec import ModelSpec
+    from handler.classifier import softmax
     from handler.tokenizer import FastTokenizer
 
     tokenizer = FastTokenizer(tiny_checkpoint)
-    spec = ModelSpec(id2label={0: "a", 1: "b", 2: "c"}, max_length=16)
-    classifier = TextClassifier(tokenizer, _SumBackend(), spec, truncation="chunks", max_chunks=8)
+    classifier = classifier_for(tiny_checkpoint, multi_label=False, truncation="chunks")
     texts = ["short one", " ".join(f"word{i}" for i in range(40)), "another short text"]
     predictions = classifier.predict(texts)
     encoded = tokenizer.encode_texts(texts, 16, "chunks", 8)
