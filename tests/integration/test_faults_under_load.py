@@ -110,6 +110,10 @@ def test_full_job_queue_answers_fast_503s_and_every_accepted_request(slow_server
     assert slow_server.predict("after the burst", model_name="slow").status_code == 200
 
 
+#: 500s TorchServe 0.12's frontend answers an unregister with while its workers are busy (seen in CI runs)
+UNREGISTER_RACES = ("ConcurrentModificationException", 'because \\"job\\" is null')
+
+
 def test_scale_down_and_unregister_during_load_lose_only_in_flight_requests(server, reference_classifier, record_property):
     """Scaling a model down and unregistering it under load: requests in flight on a stopped worker may get
     no answer (TorchServe 0.12 drops a batch it was still gathering), nothing sent after an event hangs,
@@ -124,11 +128,11 @@ def test_scale_down_and_unregister_during_load_lose_only_in_flight_requests(serv
     scale_done = time.monotonic()
     time.sleep(4)
     removed_at = time.monotonic()
-    attempts = []  # TorchServe 0.12 may answer an unregister under load with 500 ConcurrentModificationException: retried
+    attempts = []  # TorchServe 0.12 may answer an unregister under load with a 500 from one of its races: retried
     while not attempts or attempts[-1].status_code == 500:
         assert len(attempts) < 5, [a.text for a in attempts]
         attempts.append(server.request("DELETE", f"{management}/models/copy", "management", timeout=120))
-        assert attempts[-1].status_code in (200, 404) or "ConcurrentModificationException" in attempts[-1].text, attempts[-1].text
+        assert attempts[-1].status_code in (200, 404) or any(race in attempts[-1].text for race in UNREGISTER_RACES), attempts[-1].text
         time.sleep(0.5 if attempts[-1].status_code == 500 else 0)
     remove_done = time.monotonic()
     thread.join(90)
