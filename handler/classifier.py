@@ -13,7 +13,8 @@ import numpy as np
 
 from handler.backends.base import Backend
 from handler.backends.selection import choose_backend
-from handler.payload import RequestError, ResponseOptions
+from handler.errors import InvalidInput
+from handler.payload import ResponseOptions
 from handler.settings import HandlerSettings
 from handler.spec import ModelSpec
 from handler.tokenizer import FastTokenizer, load_tokenizer
@@ -36,7 +37,7 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 
 @dataclass
 class BatchTimings:
-    """Milliseconds spent in each stage of the last `classify` call."""
+    """What one `run` call did: milliseconds per stage, texts, real tokens, and the windows per backend call."""
 
     tokenize_ms: float = 0.0
     infer_ms: float = 0.0
@@ -83,7 +84,6 @@ class TextClassifier:
         self.pad_id = tokenizer.pad_id
         self.truncation = truncation
         self.max_chunks = max_chunks
-        self.last_timings = BatchTimings()
 
     def encode(self, texts: list[str]) -> EncodedTexts:
         """Tokenize all texts in one call into windows of at most max_length tokens (the truncation policy)."""
@@ -120,9 +120,13 @@ class TextClassifier:
 
     def predict(self, texts: list[str]) -> list[TextPrediction]:
         """One `TextPrediction` per text, in order."""
+        return self.run(texts)[0]
+
+    def run(self, texts: list[str]) -> tuple[list[TextPrediction], BatchTimings]:
+        """One `TextPrediction` per text, in order, and what the call cost. Safe from several threads at
+        once: the classifier keeps no per-call state, and the backend serialises what it must (registry)."""
         if not texts:
-            self.last_timings = BatchTimings()
-            return []
+            return [], BatchTimings()
         timings = BatchTimings(texts=len(texts))
         start = time.perf_counter()
         encoded = self.encode(texts)
@@ -135,22 +139,22 @@ class TextClassifier:
             timings.chunks.append(len(indices))
             window_logits[indices] = self.backend.infer(inputs)
         timings.infer_ms = (time.perf_counter() - start) * 1000
-        self.last_timings = timings
         activation = sigmoid if self.spec.multi_label else softmax
         # a text's windows are consecutive rows (encode keeps text order): average each run of rows
         windows = np.bincount(encoded.owners, minlength=len(texts))
         starts = np.concatenate([[0], np.cumsum(windows)[:-1]])
         probabilities = np.add.reduceat(activation(window_logits), starts, axis=0) / windows[:, None]
         logits = np.add.reduceat(window_logits.astype(np.float64), starts, axis=0) / windows[:, None]
-        return [
+        predictions = [
             TextPrediction(probabilities[text], logits[text], encoded.truncated[text], encoded.tokens[text], int(windows[text]))
             for text in range(len(texts))
         ]
+        return predictions, timings
 
     def check(self, options: ResponseOptions) -> None:
-        """Raise `RequestError` for options this model cannot honour."""
+        """Raise `InvalidInput` for options this model cannot honour."""
         if options.threshold is not None and not self.spec.multi_label:
-            raise RequestError("threshold applies to multi-label models only; this model picks one label per text (use top_k)")
+            raise InvalidInput("threshold applies to multi-label models only; this model picks one label per text (use top_k)")
 
     def answer(self, prediction: TextPrediction, options: ResponseOptions = ResponseOptions()) -> dict:
         """The response for one text: best label and score, every label's probability, how the text was

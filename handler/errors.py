@@ -2,6 +2,10 @@
 
 Library code raises these; only a command-line `main()` turns them into exit status 1 (through
 `run_cli`), and the handler turns backend refusals into a fallback.
+
+`RequestRejected` and its subclasses are the service's answers to one request that cannot be served.
+They carry no transport status: each door maps them to its own (`handler/http_status.py` for the two
+HTTP doors, `kserve_server/grpc_door.py` for gRPC).
 """
 
 from __future__ import annotations
@@ -44,6 +48,30 @@ class ParityError(ExportError, AssertionError):
 
 class EngineBuildError(ExportError):
     """TensorRT is missing, refused the ONNX, or failed to build the engine."""
+
+
+class RequestRejected(BertTrtError):
+    """One request cannot be answered; the rest of its batch is. The message says what to change."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(RequestRejected, ValueError):
+    """The request itself is wrong (payload, text, option): sending it again will fail again."""
+
+
+class TooManyTexts(InvalidInput):
+    """The request carries more texts than `max_texts_per_request`: split it."""
+
+
+class ModelNotReady(RequestRejected):
+    """The model is not loaded (yet, or any more): retry later or on another replica."""
+
+
+class Overloaded(RequestRejected):
+    """The server's queue is full: retry later or on another replica."""
 
 
 def run_cli(main: Callable[[], object]) -> None:

@@ -1,39 +1,69 @@
-"""Custom TorchServe metrics of the handler (written to model_metrics.log / the metrics API)."""
+"""What the service reports per batch, and where it goes: one record type, one sink per door.
+
+`ClassifierService` hands each batch's `BatchRecord` to its `MetricsSink`. TorchServe's door uses
+`TorchServeMetrics` (model_metrics.log / the metrics API); the KServe server uses
+`kserve_server.metrics.PrometheusMetrics` (its /metrics endpoint). Same figures, same names in both.
+"""
 
 from __future__ import annotations
 
-from handler.classifier import BatchTimings
+from dataclasses import dataclass
 
 
-class HandlerMetrics:
-    """Thin wrapper over TorchServe's metrics cache; a no-op when there is none (in-process use)."""
+@dataclass(frozen=True)
+class BatchRecord:
+    """One batch through the service: requests, rejected ones, texts, real tokens and milliseconds per stage."""
+
+    backend: str
+    requests: int
+    rejected: int
+    texts: int
+    tokens: int
+    tokenize_ms: float
+    infer_ms: float
+    total_ms: float
+
+
+class MetricsSink:
+    """Where the service's figures go; this base class drops them (in-process use, tests)."""
+
+    def backend_started(self, backend: str) -> None:
+        """The backend this server runs (a gauge of 1, so dashboards can tell which path answers)."""
+
+    def batch_done(self, record: BatchRecord) -> None:
+        """One batch answered."""
+
+
+class TorchServeMetrics(MetricsSink):
+    """Custom TorchServe metrics through the worker's metrics cache (`context.metrics`)."""
 
     def __init__(self, metrics_cache):
         self.cache = metrics_cache
 
-    def _dimensions(self, backend: str) -> list:
+    def dimensions(self, backend: str) -> list:
+        """The dimensions every metric carries: the backend's name."""
         from ts.metrics.dimension import Dimension
 
         return [Dimension("Backend", backend)]
 
     def backend_started(self, backend: str) -> None:
-        """A gauge, 1 for the backend this worker runs, so dashboards can tell which path answers."""
-        if self.cache is None:
-            return
         from ts.metrics.metric_type_enum import MetricTypes
 
-        self.cache.add_metric("ActiveBackend", 1, "count", None, self._dimensions(backend), MetricTypes.GAUGE)
+        self.cache.add_metric("ActiveBackend", 1, "count", None, self.dimensions(backend), MetricTypes.GAUGE)
 
-    def batch_done(self, backend: str, requests: int, rejected: int, timings: BatchTimings, total_ms: float) -> None:
-        """Batch size, texts, rejected requests, and tokenize / infer / total milliseconds of one batch."""
-        if self.cache is None:
-            return
+    def batch_done(self, record: BatchRecord) -> None:
         from ts.metrics.metric_type_enum import MetricTypes
 
-        dims = self._dimensions(backend)
-        self.cache.add_metric("BatchSize", requests, "count", None, dims, MetricTypes.GAUGE)
-        self.cache.add_metric("BatchTexts", timings.texts, "count", None, dims, MetricTypes.GAUGE)
-        self.cache.add_metric("RejectedRequests", rejected, "count", None, dims, MetricTypes.COUNTER)
-        self.cache.add_time("TokenizeMs", timings.tokenize_ms, None, "ms", dims)
-        self.cache.add_time("InferMs", timings.infer_ms, None, "ms", dims)
-        self.cache.add_time("HandlerMs", total_ms, None, "ms", dims)
+        dims = self.dimensions(record.backend)
+        self.cache.add_metric("BatchSize", record.requests, "count", None, dims, MetricTypes.GAUGE)
+        self.cache.add_metric("BatchTexts", record.texts, "count", None, dims, MetricTypes.GAUGE)
+        self.cache.add_metric("BatchTokens", record.tokens, "count", None, dims, MetricTypes.GAUGE)
+        self.cache.add_metric("RejectedRequests", record.rejected, "count", None, dims, MetricTypes.COUNTER)
+        self.cache.add_time("TokenizeMs", record.tokenize_ms, None, "ms", dims)
+        self.cache.add_time("InferMs", record.infer_ms, None, "ms", dims)
+        self.cache.add_time("HandlerMs", record.total_ms, None, "ms", dims)
+
+
+def metrics_for(metrics_cache) -> MetricsSink:
+    """TorchServe's metrics when the worker has a cache, else the sink that drops everything."""
+    return MetricsSink() if metrics_cache is None else TorchServeMetrics(metrics_cache)

@@ -10,7 +10,8 @@ TorchServe hands the handler a list of dicts; the payload sits under ``body`` or
 * a JSON list of texts: ``["a", "b"]`` (answered with a list, in order)
 
 Behind TorchServe's "kserve" envelope (KServe's TorchServe runtime) each item is one of the body's
-"instances" instead: a text or {"text": ...}. Anything else raises `RequestError`, which carries its HTTP status.
+"instances" instead: a text or {"text": ...}. Anything else raises `InvalidInput` (`TooManyTexts` for a list
+longer than max_texts_per_request); each door maps them to its own status.
 """
 
 from __future__ import annotations
@@ -18,21 +19,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from handler.errors import InvalidInput, TooManyTexts
+
 PAYLOAD_KEYS = ("body", "data", "text")
 DEFAULT_MAX_TEXTS_PER_REQUEST = 256
-
-
-class RequestError(Exception):
-    """A problem with one request; `status` is the HTTP code it is answered with."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-    def to_response(self) -> dict:
-        """The JSON body sent back for this request."""
-        return {"error": self.message, "code": self.status}
 
 
 @dataclass(frozen=True)
@@ -60,13 +50,13 @@ class ParsedRequest:
 
 
 def parse_request(request: dict, max_texts: int = DEFAULT_MAX_TEXTS_PER_REQUEST) -> ParsedRequest:
-    """Extract the texts from one TorchServe request dict or raise `RequestError`."""
+    """Extract the texts from one TorchServe request dict or raise `InvalidInput`."""
     payload = _payload_of(request)
     if isinstance(payload, (bytes, bytearray)):
         try:
             payload = bytes(payload).decode("utf-8")
         except UnicodeDecodeError as err:
-            raise RequestError(f"request body is not valid UTF-8 (byte {err.start}); send UTF-8 text or JSON") from None
+            raise InvalidInput(f"request body is not valid UTF-8 (byte {err.start}); send UTF-8 text or JSON") from None
     if isinstance(payload, str):
         payload = _maybe_json(payload)
     return texts_from_value(payload, max_texts)
@@ -76,12 +66,12 @@ def _payload_of(request: dict):
     if isinstance(request, (str, bytes, bytearray)):  # one instance unwrapped by TorchServe's "kserve" envelope
         return request
     if not isinstance(request, dict):
-        raise RequestError("malformed request: expected a TorchServe request dict")
+        raise InvalidInput("malformed request: expected a TorchServe request dict")
     for key in PAYLOAD_KEYS:
         value = request.get(key)
         if value is not None:
             return value
-    raise RequestError(
+    raise InvalidInput(
         'empty request: send text with Content-Type: text/plain, or {"text": "..."} / a JSON list of texts with '
         "Content-Type: application/json (curl -d without a Content-Type sends a form, which arrives empty)"
     )
@@ -95,57 +85,57 @@ def _maybe_json(text: str):
     try:
         value = json.loads(stripped)
     except RecursionError:
-        raise RequestError("JSON nested too deeply: send text, {\"text\": ...} or a flat list of texts") from None
+        raise InvalidInput("JSON nested too deeply: send text, {\"text\": ...} or a flat list of texts") from None
     except ValueError as err:
         if stripped[0] == "{" and stripped[1:].lstrip().startswith('"'):
-            raise RequestError(f"malformed JSON object: {err.msg} at position {err.pos}") from None
+            raise InvalidInput(f"malformed JSON object: {err.msg} at position {err.pos}") from None
         return text  # e.g. "[sic] great film" or "{sarcasm} lovely" is text, not JSON
     return value if isinstance(value, (dict, list, str)) else text
 
 
 def texts_from_value(value, max_texts: int = DEFAULT_MAX_TEXTS_PER_REQUEST) -> ParsedRequest:
     """The texts of an already-decoded payload (a text, {"text": ...} or a list of texts), checked the same
-    way for every front door (TorchServe's /predictions, KServe's v1 and v2), or `RequestError`."""
+    way for every front door (TorchServe's /predictions, KServe's v1 and v2), or `InvalidInput`."""
     options = ResponseOptions()
     if isinstance(value, dict):
         if "text" not in value:
-            raise RequestError(f'JSON object must have a "text" field; got fields {sorted(value)[:10]}')
+            raise InvalidInput(f'JSON object must have a "text" field; got fields {sorted(value)[:10]}')
         unknown = sorted(set(value) - {"text", *OPTION_FIELDS})
         if unknown:
-            raise RequestError(f"unknown fields {unknown[:10]} in the JSON object; known: text, {', '.join(OPTION_FIELDS)}")
+            raise InvalidInput(f"unknown fields {unknown[:10]} in the JSON object; known: text, {', '.join(OPTION_FIELDS)}")
         options = response_options(value)
         value = value["text"]
     if isinstance(value, str):
         return ParsedRequest([_checked_text(value, None)], wants_list=False, options=options)
     if isinstance(value, list):
         if not value:
-            raise RequestError("empty list: send at least one text")
+            raise InvalidInput("empty list: send at least one text")
         if len(value) > max_texts:
-            raise RequestError(f"too many texts in one request: {len(value)} > {max_texts}; split it", status=413)
+            raise TooManyTexts(f"too many texts in one request: {len(value)} > {max_texts}; split it")
         return ParsedRequest([_checked_text(item, i) for i, item in enumerate(value)], wants_list=True, options=options)
-    raise RequestError(f"expected text, a JSON object with \"text\", or a list of texts; got {type(value).__name__}")
+    raise InvalidInput(f"expected text, a JSON object with \"text\", or a list of texts; got {type(value).__name__}")
 
 
 def response_options(fields: dict) -> ResponseOptions:
-    """The response options of a request's JSON object, or `RequestError` naming the bad one."""
+    """The response options of a request's JSON object, or `InvalidInput` naming the bad one."""
     top_k, return_logits, threshold = (fields.get(name) for name in OPTION_FIELDS)
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise RequestError(f"top_k must be a positive integer, got {top_k!r}")
+        raise InvalidInput(f"top_k must be a positive integer, got {top_k!r}")
     if return_logits is not None and not isinstance(return_logits, bool):
-        raise RequestError(f"return_logits must be true or false, got {return_logits!r}")
+        raise InvalidInput(f"return_logits must be true or false, got {return_logits!r}")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1):
-        raise RequestError(f"threshold must be a number from 0 to 1, got {threshold!r}")
+        raise InvalidInput(f"threshold must be a number from 0 to 1, got {threshold!r}")
     return ResponseOptions(top_k, bool(return_logits), None if threshold is None else float(threshold))
 
 
 def _checked_text(item, index: int | None) -> str:
     where = "" if index is None else f" at index {index}"
     if not isinstance(item, str):
-        raise RequestError(f"text{where} must be a string, got {type(item).__name__}")
+        raise InvalidInput(f"text{where} must be a string, got {type(item).__name__}")
     if not item.strip():
-        raise RequestError(f"text{where} is empty")
+        raise InvalidInput(f"text{where} is empty")
     try:
         item.encode("utf-8")
     except UnicodeEncodeError as err:  # lone surrogates, e.g. a JSON "\ud83d" escape
-        raise RequestError(f"text{where} is not valid Unicode (character {err.start}); send UTF-8 text") from None
+        raise InvalidInput(f"text{where} is not valid Unicode (character {err.start}); send UTF-8 text") from None
     return item

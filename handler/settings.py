@@ -1,6 +1,7 @@
-"""Typed settings: each backend's options, and the `handler:` section of model-config.yaml.
+"""Typed settings: the `handler:` section of model-config.yaml, with each backend's options
+(`handler/backends/options.py`) grouped under the names of the backend registry.
 
-The one place defaults live. A backend built without options (in a test or a benchmark) gets
+The one place the server-wide defaults live. A backend built without options (in a test or a benchmark) gets
 exactly these defaults, which are also what the server runs when model-config.yaml says nothing.
 `build_mar.py` writes the whole section from a `HandlerSettings`, so an archive says what it runs.
 """
@@ -10,108 +11,30 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 
+from handler.backends.options import (
+    CUDA_DTYPES,
+    DEFAULT_CPU_SUB_BATCH,
+    BackendOptions,
+    CpuOptions,
+    OnnxRuntimeOptions,
+    TensorRTOptions,
+    TorchCpuOptions,
+    TorchCudaOptions,
+    checked_value,
+)
+from handler.backends.registry import BACKEND_NAMES, backend_entry
 from handler.errors import SettingsError
 from handler.payload import DEFAULT_MAX_TEXTS_PER_REQUEST
 
-BACKEND_NAMES = ("tensorrt", "torch_cuda", "onnxruntime", "torch_cpu")
+__all__ = [  # the options classes are re-exported: settings is where callers look for them
+    "BACKEND_NAMES", "CUDA_DTYPES", "DEFAULT_CPU_SUB_BATCH", "BackendOptions", "CpuOptions", "HandlerSettings", "OnnxRuntimeOptions",
+    "TensorRTOptions", "TorchCpuOptions", "TorchCudaOptions", "TRUNCATION_POLICIES", "checked_value", "usable_cores",
+]  # fmt: skip
 #: what happens to a text longer than max_length tokens (handler/tokenizer.py:content_windows):
 #: head keeps its beginning, tail its end, head+tail a quarter from the beginning and the rest from the end,
 #: chunks classifies overlapping windows over all of it (at most max_chunks) and averages their probabilities
 TRUNCATION_POLICIES = ("head", "tail", "head+tail", "chunks")
 DEFAULT_MAX_CHUNKS = 8
-#: float8: FP8 e4m3 projections with calibrated scales (GPUs with FP8 tensor cores and an archive with
-#: fp8_scales.json; elsewhere the backend runs float16 and says so in its description)
-CUDA_DTYPES = ("float16", "bfloat16", "float32", "float8")
-#: bench/inprocess_cpu.py: length-sorted forward passes of 8 texts are +9% over one pass per batch on 2 cores
-DEFAULT_CPU_SUB_BATCH = 8
-
-
-def checked_value(name: str, value, kind: str):
-    """`value` if it is a valid `kind` ("flag", "count", "optional_count", "cuda_dtype"), else a `SettingsError`."""
-    if kind == "flag" and not isinstance(value, bool):
-        raise SettingsError(f"handler setting {name} must be true or false, got {value!r}")
-    if kind in ("count", "optional_count"):
-        if value is None and kind == "optional_count":
-            return value
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SettingsError(f"handler setting {name} must be a positive integer, got {value!r}")
-    if kind == "cuda_dtype" and value not in CUDA_DTYPES:
-        raise SettingsError(f"handler setting {name} must be one of {CUDA_DTYPES}, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class CpuOptions:
-    """What both CPU backends take."""
-
-    #: intra-op threads (None: every core this process may use; the handler divides them among workers)
-    num_threads: int | None = None
-    #: at most this many texts per forward pass, length-sorted (None: the whole batch in one pass)
-    sub_batch: int | None = DEFAULT_CPU_SUB_BATCH
-
-    def __post_init__(self):
-        checked_value("num_threads", self.num_threads, "optional_count")
-        checked_value("sub_batch", self.sub_batch, "optional_count")
-
-
-@dataclass(frozen=True)
-class TorchCpuOptions(CpuOptions):
-    """Eager PyTorch on the CPU."""
-
-    #: dynamic int8 quantization (per-channel weights) of the Linear layers
-    int8: bool = False
-
-    def __post_init__(self):
-        super().__post_init__()
-        checked_value("int8", self.int8, "flag")
-
-
-@dataclass(frozen=True)
-class OnnxRuntimeOptions(CpuOptions):
-    """ONNX Runtime on the CPU."""
-
-    #: run model.int8.onnx (per-channel int8 weights) instead of model.onnx
-    int8: bool = True
-    #: intra-op threads spin while waiting for work (ONNX Runtime's default). Off (shipped): idle threads
-    #: sleep, so two workers with every core each do not fight (see `HandlerSettings.for_workers`)
-    spinning: bool = False
-
-    def __post_init__(self):
-        super().__post_init__()
-        checked_value("int8", self.int8, "flag")
-        checked_value("onnx_spinning", self.spinning, "flag")
-
-
-@dataclass(frozen=True)
-class TorchCudaOptions:
-    """PyTorch on one CUDA device."""
-
-    #: weights and activations dtype (float8: the encoder's projections in FP8, the rest float16)
-    dtype: str = "float16"
-    #: one CUDA graph per (batch, sequence) bucket, captured at start
-    graphs: bool = True
-    #: run handler/kernels/fused_bert.py (seven kernels per layer) for plain BERT checkpoints
-    fused: bool = True
-    #: torch.compile before capturing the graphs (slow start, no faster than `fused` on an H100)
-    compile: bool = False
-    #: large padded batches run packed: the fused module's GEMMs on real tokens only (eagerly, no graph)
-    packing: bool = False
-
-    def __post_init__(self):
-        checked_value("cuda_dtype", self.dtype, "cuda_dtype")
-        for name in ("graphs", "fused", "compile", "packing"):
-            checked_value(f"cuda_{name}", getattr(self, name), "flag")
-        if self.compile and not self.graphs:
-            raise SettingsError("handler setting cuda_compile needs cuda_graphs: true (compiled shapes are the graph buckets)")
-
-
-@dataclass(frozen=True)
-class TensorRTOptions:
-    """TensorRT engine from the archive (its profile and precision come from the engine itself)."""
-
-
-BackendOptions = TorchCpuOptions | OnnxRuntimeOptions | TorchCudaOptions | TensorRTOptions
-
 #: flat model-config.yaml key -> the (backend, option) pairs it sets, and its kind
 BACKEND_YAML_KEYS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
     "num_threads": ((("torch_cpu", "num_threads"), ("onnxruntime", "num_threads")), "optional_count"),
@@ -143,6 +66,7 @@ class HandlerSettings:
     truncation: str = "head"
     #: windows per text at most with truncation "chunks" (a longer text is cut after them, and says so)
     max_chunks: int = DEFAULT_MAX_CHUNKS
+    # one field per registry entry, named after it (tests/handler/test_backend_registry.py checks the match)
     tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
     torch_cuda: TorchCudaOptions = field(default_factory=TorchCudaOptions)
     onnxruntime: OnnxRuntimeOptions = field(default_factory=OnnxRuntimeOptions)
@@ -151,6 +75,10 @@ class HandlerSettings:
     def __post_init__(self):
         if self.backend != "auto" and self.backend not in BACKEND_NAMES:
             raise SettingsError(f"unknown backend {self.backend!r} in model-config.yaml; choose one of: auto, {', '.join(BACKEND_NAMES)}")
+        for name in BACKEND_NAMES:
+            options = getattr(self, name)
+            if not isinstance(options, backend_entry(name).options_type):
+                raise SettingsError(f"settings for backend {name} must be {backend_entry(name).options_type.__name__}, got {type(options).__name__}")
         checked_value("max_length", self.max_length, "optional_count")
         checked_value("max_texts_per_request", self.max_texts_per_request, "count")
         checked_value("max_chunks", self.max_chunks, "count")
@@ -161,9 +89,7 @@ class HandlerSettings:
 
     def options_for(self, backend_name: str) -> BackendOptions:
         """The typed options of one backend."""
-        if backend_name not in BACKEND_NAMES:
-            raise SettingsError(f"no backend named {backend_name!r}; choose one of: {', '.join(BACKEND_NAMES)}")
-        return getattr(self, backend_name)
+        return getattr(self, backend_entry(backend_name).name)
 
     def for_workers(self, workers: int | None) -> "HandlerSettings":
         """These settings with the CPU thread count resolved for one of `workers` workers: the configured

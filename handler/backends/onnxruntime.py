@@ -16,7 +16,6 @@ class OnnxRuntimeBackend(CpuBackend):
     """Runs ``model.onnx``, or ``model.int8.onnx`` (made by ``export.onnx_export --int8``) with ``int8``."""
 
     name = "onnxruntime"
-    options_type = OnnxRuntimeOptions
     options: OnnxRuntimeOptions
 
     def _load_impl(self) -> None:

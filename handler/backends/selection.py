@@ -6,33 +6,21 @@ in a worker without a GPU: a CPU worker running ONNX Runtime never imports torch
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 
-from handler.backends.base import GPU_BACKENDS, NO_GPU_ASSIGNED, Backend
+from handler.backends.base import NO_GPU_ASSIGNED, Backend
+from handler.backends.registry import BACKEND_NAMES, backend_entry
 from handler.errors import BackendUnavailable, SettingsError
-from handler.settings import BACKEND_NAMES, HandlerSettings
+from handler.settings import HandlerSettings
 from handler.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-#: backend name -> class name in the module `handler.backends.<backend name>`, in preference order
-BACKEND_CLASSES = {
-    "tensorrt": "TensorRTBackend",
-    "torch_cuda": "TorchCudaBackend",
-    "onnxruntime": "OnnxRuntimeBackend",
-    "torch_cpu": "TorchCpuBackend",
-}
-assert tuple(BACKEND_CLASSES) == BACKEND_NAMES, "settings.BACKEND_NAMES must list the backends in preference order"
-
 
 def backend_class(name: str) -> type[Backend]:
     """The class of backend `name`; its module is imported now (the torch-based ones import torch)."""
-    if name not in BACKEND_CLASSES:
-        raise SettingsError(f"unknown backend {name!r}; choose one of: {', '.join(BACKEND_CLASSES)}")
-    module = importlib.import_module(f"handler.backends.{name}")
-    return getattr(module, BACKEND_CLASSES[name])
+    return backend_entry(name).load_class()
 
 
 def backend_order(preference: str) -> list[str]:
@@ -40,8 +28,8 @@ def backend_order(preference: str) -> list[str]:
     a named one falls back along that order."""
     if preference == "auto":
         return list(BACKEND_NAMES)
-    if preference not in BACKEND_CLASSES:
-        raise SettingsError(f"unknown backend {preference!r} in model-config.yaml; choose one of: auto, {', '.join(BACKEND_CLASSES)}")
+    if preference not in BACKEND_NAMES:
+        raise SettingsError(f"unknown backend {preference!r} in model-config.yaml; choose one of: auto, {', '.join(BACKEND_NAMES)}")
     return list(BACKEND_NAMES[BACKEND_NAMES.index(preference) :])
 
 
@@ -55,7 +43,7 @@ def choose_backend(
     """
     skipped = []
     for name in backend_order(settings.backend):
-        if name in GPU_BACKENDS and gpu_id is None:  # not even imported: a CPU worker never loads torch
+        if backend_entry(name).needs_gpu and gpu_id is None:  # not even imported: a CPU worker never loads torch
             message = f"backend {name} skipped: {NO_GPU_ASSIGNED}"
             logger.info(message)
             skipped.append(message)

@@ -19,7 +19,6 @@ from handler import layout
 from handler.backends.base import Backend
 from handler.backends.torch_io import as_tensors
 from handler.errors import BackendUnavailable
-from handler.settings import TensorRTOptions
 
 
 _TORCH_DTYPES = {"INT32": torch.int32, "INT64": torch.int64, "FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16}
@@ -51,7 +50,6 @@ class TensorRTBackend(Backend):
     """Deserializes ``model.plan`` and runs it with named tensors on torch's current CUDA stream."""
 
     name = "tensorrt"
-    options_type = TensorRTOptions
 
     def _load_impl(self) -> None:
         engine_path = self.model_dir / layout.ENGINE_FILE

@@ -14,7 +14,6 @@ class TorchCpuBackend(CpuBackend):
     quantized per batch; accuracy change reported by bench/inprocess_cpu.py)."""
 
     name = "torch_cpu"
-    options_type = TorchCpuOptions
     options: TorchCpuOptions
 
     def _load_impl(self) -> None:

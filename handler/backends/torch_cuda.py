@@ -100,7 +100,6 @@ class TorchCudaBackend(Backend):
     """
 
     name = "torch_cuda"
-    options_type = TorchCudaOptions
     options: TorchCudaOptions
     BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
     #: with `packing`: batches of at least this many texts whose real tokens are at most this share run packed

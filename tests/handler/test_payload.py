@@ -1,8 +1,10 @@
-"""Request parsing: every accepted payload shape, and a 4xx RequestError for each bad one."""
+"""Request parsing: every accepted payload shape, and a 4xx InvalidInput for each bad one."""
 
 import pytest
 
-from handler.payload import ParsedRequest, RequestError, parse_request
+from handler.errors import InvalidInput
+from handler.http_status import error_body, http_status
+from handler.payload import ParsedRequest, parse_request
 
 
 @pytest.mark.parametrize(
@@ -45,14 +47,14 @@ def test_accepted_payloads(request_dict, expected):
     ],
 )
 def test_bad_payloads_raise_400_with_a_reason(request_dict, fragment):
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(InvalidInput) as caught:
         parse_request(request_dict)
-    assert caught.value.status == 400
+    assert http_status(caught.value) == 400
     assert fragment in caught.value.message
-    assert caught.value.to_response() == {"error": caught.value.message, "code": 400}
+    assert error_body(caught.value) == {"error": caught.value.message, "code": 400}
 
 
 def test_too_many_texts_is_413():
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(InvalidInput) as caught:
         parse_request({"body": ["t"] * 5}, max_texts=4)
-    assert caught.value.status == 413
+    assert http_status(caught.value) == 413

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handler.payload import ParsedRequest, RequestError, parse_request
+from handler.errors import InvalidInput
+from handler.http_status import error_body, http_status
+from handler.payload import ParsedRequest, parse_request
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
@@ -22,10 +24,10 @@ REQUESTS = st.dictionaries(st.sampled_from(["body", "data", "text", "other"]), P
 def check_outcome(request) -> None:
     try:
         parsed = parse_request(request, max_texts=8)
-    except RequestError as error:
-        assert 400 <= error.status < 500
-        body = json.loads(json.dumps(error.to_response()))
-        assert body["code"] == error.status and body["error"]
+    except InvalidInput as error:
+        assert 400 <= http_status(error) < 500
+        body = json.loads(json.dumps(error_body(error)))
+        assert body["code"] == http_status(error) and body["error"]
         return
     assert isinstance(parsed, ParsedRequest) and 1 <= len(parsed.texts) <= 8
     for text in parsed.texts:
@@ -58,10 +60,10 @@ def test_hostile_shapes():
     for name, payload in cases.items():
         try:
             parsed = parse_request({"body": payload})
-        except RequestError as error:
-            assert 400 <= error.status < 500, name
+        except InvalidInput as error:
+            assert 400 <= http_status(error) < 500, name
             continue
         assert all(isinstance(text, str) and text.strip() for text in parsed.texts), name
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(InvalidInput) as caught:
         parse_request({"body": json.dumps(["a"] * 10_000)})
-    assert caught.value.status == 413 and "10000 > 256" in caught.value.message
+    assert http_status(caught.value) == 413 and "10000 > 256" in caught.value.message

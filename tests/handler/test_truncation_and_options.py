@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from handler.classifier import TextPrediction
-from handler.payload import RequestError, ResponseOptions, texts_from_value
+from handler.errors import InvalidInput
+from handler.http_status import error_body, http_status
+from handler.payload import ResponseOptions, texts_from_value
 from handler.settings import HandlerSettings
 from handler.errors import SettingsError
 from handler.tokenizer import clipped, content_windows
@@ -58,9 +60,9 @@ def test_truncation_setting_is_checked():
     ],
 )
 def test_bad_response_options_are_400_errors_naming_the_field(fields, message):
-    with pytest.raises(RequestError, match=message) as caught:
+    with pytest.raises(InvalidInput, match=message) as caught:
         texts_from_value({"text": "hello", **fields})
-    assert caught.value.status == 400
+    assert http_status(caught.value) == 400
 
 
 def test_response_options_are_parsed_with_the_texts():
@@ -92,7 +94,7 @@ def test_answers_carry_top_k_logits_and_multi_label_labels(tiny_checkpoint):
 
 
 def test_threshold_on_a_single_label_model_is_refused(tiny_checkpoint):
-    with pytest.raises(RequestError, match="threshold applies to multi-label models only"):
+    with pytest.raises(InvalidInput, match="threshold applies to multi-label models only"):
         classifier_for(tiny_checkpoint, multi_label=False).check(ResponseOptions(threshold=0.3))
     classifier_for(tiny_checkpoint, multi_label=True).check(ResponseOptions(threshold=0.3))
 

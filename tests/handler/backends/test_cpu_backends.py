@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from handler import layout
-from handler.backends import BackendUnavailable, backend_order, choose_backend
+from handler.backends.selection import backend_order, choose_backend
+from handler.errors import BackendUnavailable
 from handler.backends.onnxruntime import OnnxRuntimeBackend
 from handler.backends.torch_cpu import TorchCpuBackend
 from handler.classifier import TextClassifier, softmax
@@ -24,7 +25,7 @@ def model_dir(tiny_checkpoint, tiny_export, tmp_path_factory):
 def classifier_for(model_dir, backend_class, **options):
     """A classifier over `backend_class` with one thread, the whole batch in one pass, fp32, unless `options` say otherwise."""
     spec = ModelSpec.load(model_dir)
-    options = backend_class.options_type(**{"num_threads": 1, "sub_batch": None, "int8": False, **options})
+    options = backend_class.options_class()(**{"num_threads": 1, "sub_batch": None, "int8": False, **options})
     return TextClassifier(load_tokenizer(model_dir), backend_class(model_dir, spec, options).load(), spec)
 
 
@@ -47,7 +48,7 @@ def test_sub_batches_sort_by_length_but_keep_order(model_dir):
     whole = classifier_for(model_dir, TorchCpuBackend).logits(TEXTS)
     chunked = classifier_for(model_dir, TorchCpuBackend, sub_batch=2)
     assert np.allclose(chunked.logits(TEXTS), whole, atol=1e-5)
-    assert chunked.last_timings.chunks == [2, 2, 1]
+    assert chunked.run(TEXTS)[1].chunks == [2, 2, 1]
 
 
 def test_torch_int8_stays_close(model_dir):

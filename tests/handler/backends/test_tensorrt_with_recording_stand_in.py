@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from handler import layout
-from handler.backends import BackendUnavailable, choose_backend
+from handler.backends.selection import choose_backend
+from handler.errors import BackendUnavailable
 from handler.backends.tensorrt import TensorRTBackend, engine_mismatch
 from handler.classifier import TextClassifier
 from handler.settings import HandlerSettings, OnnxRuntimeOptions
@@ -97,8 +98,9 @@ def test_oversize_batches_are_split_and_long_texts_truncated(stand_in, model_dir
     classifier = TextClassifier(load_tokenizer(model_dir), backend, spec)
     assert classifier.max_length == 16
     texts = [f"text {i} " + "word " * (i * 3) for i in range(10)]
-    logits = classifier.logits(texts)
-    assert classifier.last_timings.chunks == [4, 4, 2]
+    predictions, timings = classifier.run(texts)
+    logits = np.array([prediction.logits for prediction in predictions])
+    assert timings.chunks == [4, 4, 2]
     shapes = [c[2] for c in backend.context.calls if c[0] == "set_input_shape" and c[1] == "input_ids"]
     assert max(s[1] for s in shapes) <= 16 and max(s[0] for s in shapes) <= 4
     encoded = classifier.encode(texts)

@@ -1,0 +1,104 @@
+"""The service core every door shares: decoded requests in, one result or one rejection per request out.
+
+    door (TorchServe handler, KServe REST v1/v2, KServe gRPC)
+      decodes its protocol into `ParsedRequest`s (handler/payload.py), or a `RequestRejected` per bad one
+        -> ClassifierService.run(batch): validate each against the model, one classifier call for every
+           text of the valid ones, one `Answered` (predictions + options) or rejection per request,
+           one `BatchRecord` to the metrics sink
+      renders each `Answered` (JSON answers for /predictions and v1, tensors for v2) and maps each
+      rejection to its status (handler/http_status.py, kserve_server/grpc_door.py)
+
+The service is safe to call from several threads at once (the KServe server keeps batches in flight):
+it holds no per-batch state, and the backend serialises the calls it must (handler/backends/registry.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+from handler.classifier import TextClassifier, TextPrediction, load_classifier
+from handler.errors import ModelNotReady, RequestRejected
+from handler.metrics import BatchRecord, MetricsSink
+from handler.payload import ParsedRequest
+from handler.settings import HandlerSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answered:
+    """One request's predictions (one per text, in order) and the request they answer."""
+
+    request: ParsedRequest
+    predictions: list[TextPrediction]
+
+
+class ClassifierService:
+    """One loaded classifier behind every door; `close` makes it refuse with `ModelNotReady`."""
+
+    def __init__(self, classifier: TextClassifier, metrics: MetricsSink | None = None):
+        self.classifier = classifier
+        self.metrics = metrics or MetricsSink()
+        self.ready = True
+        self.metrics.backend_started(self.backend_name)
+
+    @property
+    def backend_name(self) -> str:
+        """The backend that answers."""
+        return self.classifier.backend.name
+
+    def validate(self, request: ParsedRequest) -> ParsedRequest:
+        """`request` if this model can honour it, else `InvalidInput` naming what to change."""
+        self.classifier.check(request.options)
+        return request
+
+    def run(self, batch: Sequence[ParsedRequest | RequestRejected]) -> list[Answered | RequestRejected]:
+        """Answer a batch: each request gets its `Answered`, or its rejection (from decoding or from
+        validation here); the others are answered all the same. Raises only when the backend fails."""
+        if not self.ready:
+            raise ModelNotReady("the model is not loaded (it is starting or shutting down): retry, or send to another replica")
+        start = time.perf_counter()
+        checked: list[ParsedRequest | RequestRejected] = []
+        for item in batch:
+            try:
+                checked.append(item if isinstance(item, RequestRejected) else self.validate(item))
+            except RequestRejected as rejection:
+                checked.append(rejection)
+        texts = [text for item in checked if isinstance(item, ParsedRequest) for text in item.texts]
+        predictions, timings = self.classifier.run(texts)
+        results: list[Answered | RequestRejected] = []
+        offset = 0
+        for item in checked:
+            if isinstance(item, RequestRejected):
+                results.append(item)
+                continue
+            results.append(Answered(item, predictions[offset : offset + len(item.texts)]))
+            offset += len(item.texts)
+        rejected = sum(isinstance(item, RequestRejected) for item in checked)
+        total_ms = (time.perf_counter() - start) * 1000
+        self.metrics.batch_done(BatchRecord(self.backend_name, len(batch), rejected, timings.texts, timings.tokens, timings.tokenize_ms, timings.infer_ms, total_ms))
+        logger.info("batch: %d requests, %d texts, %d rejected, %.2f ms", len(batch), len(texts), rejected, total_ms)
+        return results
+
+    def json_answers(self, answered: Answered) -> dict | list[dict]:
+        """The JSON answer of /predictions and of each KServe v1 instance: one dict per text (a list when
+        the request sent a list), each with the backend that answered."""
+        request = answered.request
+        backend = self.backend_name
+        answers = [dict(self.classifier.answer(prediction, request.options), backend=backend) for prediction in answered.predictions]
+        return answers if request.wants_list else answers[0]
+
+    def close(self) -> None:
+        """Refuse new batches and release the backend."""
+        self.ready = False
+        self.classifier.backend.close()
+
+
+def load_service(model_dir, settings: HandlerSettings, gpu_id: int | None, metrics: MetricsSink | None = None) -> tuple[ClassifierService, list[str]]:
+    """The service of an unpacked archive (its classifier on the first backend that runs here, loaded and
+    warmed up), and the reasons the backends before it were skipped. Every door starts this way."""
+    classifier, skipped = load_classifier(model_dir, settings, gpu_id)
+    return ClassifierService(classifier, metrics), skipped
