@@ -86,8 +86,8 @@ $(TRITON_VENV)/.installed: bench/requirements-triton.txt
 bench-peers: setup bench-mars bench-triton-env  ## ours (TorchServe, KServe) vs Triton vs the stock archive, same client, same run
 	$(BIN)/python -m bench.peer_comparison
 
-kserve: setup $(MAR)  ## the same archive behind KServe's model server (v1 + v2 REST) on 127.0.0.1:8085
-	$(BIN)/python -m kserve_server --mar $(MAR) --http-port 8085
+kserve: setup $(MAR)  ## the same archive behind our KServe server: v1 + v2 REST on 127.0.0.1:8085, v2 gRPC on 127.0.0.1:8086
+	$(BIN)/python -m kserve_server --mar $(MAR) --http-port 8085 --grpc-port 8086
 
 ZH := artifacts/zh
 ZH_STEPS ?= 1200

@@ -71,7 +71,7 @@ class V2Server:
         """Our KServe server (`python -m kserve_server`) on the archive."""
         port = free_port()
         command = [sys.executable, "-m", "kserve_server", "--mar", str(mar), "--http-port", str(port), "--model-name", "bert_trt",
-                   "--unpack-dir", str(workdir / "kserve_model"), "--max-in-flight", str(max_in_flight)]  # fmt: skip
+                   "--unpack-dir", str(workdir / "kserve_model"), "--max-in-flight", str(max_in_flight), "--no-grpc"]  # fmt: skip
         return cls("kserve", command, port, "bert_trt", workdir)
 
     def start(self, timeout: float = 240) -> None:

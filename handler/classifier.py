@@ -156,6 +156,10 @@ class TextClassifier:
         if options.threshold is not None and not self.spec.multi_label:
             raise InvalidInput("threshold applies to multi-label models only; this model picks one label per text (use top_k)")
 
+    def threshold_for(self, options: ResponseOptions) -> float:
+        """The probability at or above which a multi-label model predicts a label, for these options."""
+        return DEFAULT_THRESHOLD if options.threshold is None else options.threshold
+
     def answer(self, prediction: TextPrediction, options: ResponseOptions = ResponseOptions()) -> dict:
         """The response for one text: best label and score, every label's probability, how the text was
         read (tokens, truncated, chunks), and what `options` ask for (top_k, logits, multi-label labels)."""
@@ -171,7 +175,7 @@ class TextClassifier:
         if self.truncation == "chunks":
             answer["chunks"] = prediction.windows
         if self.spec.multi_label:
-            threshold = DEFAULT_THRESHOLD if options.threshold is None else options.threshold
+            threshold = self.threshold_for(options)
             answer["labels"] = [self.labels[i] for i in order if probabilities[i] >= threshold]
             answer["threshold"] = threshold
         if options.top_k:

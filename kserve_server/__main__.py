@@ -1,6 +1,6 @@
-"""Serve a bert_trt .mar with KServe's model server.
+"""Serve a bert_trt .mar with KServe's model server: v1 and v2 REST, and v2 (OIP) gRPC.
 
-    python -m kserve_server --mar model_store/bert_trt.mar [--http-port 8080] [--model-name bert_trt]
+    python -m kserve_server --mar model_store/bert_trt.mar [--http-port 8080] [--grpc-port 8081] [--model-name bert_trt]
 
 The archive is unpacked into --unpack-dir (default: a temporary folder) and served with the settings in its
 model-config.yaml (the handler section; batchSize becomes the batcher's texts per batch). No token:
@@ -39,11 +39,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mar", type=Path, default=Path("model_store/bert_trt.mar"))
     parser.add_argument("--model-name", default="bert_trt")
     parser.add_argument("--http-port", type=int, default=8080)
+    parser.add_argument("--grpc-port", type=int, default=8081, help="Open Inference Protocol gRPC port, on the same --host")
+    parser.add_argument("--no-grpc", action="store_true", help="serve REST only")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
     parser.add_argument("--unpack-dir", type=Path, help="where to unpack the archive (default: a temporary folder)")
     parser.add_argument("--gpu-id", type=int, help="serve on this CUDA device (default: the CPU backends)")
     parser.add_argument("--max-in-flight", type=int, default=BatchingSettings.max_in_flight, help="batches computed at once")
     parser.add_argument("--max-delay-ms", type=float, default=BatchingSettings.max_delay_ms, help="wait this long for a fuller batch (0: never)")
+    parser.add_argument("--max-queued-texts", type=int, default=BatchingSettings.max_queued_texts,
+                        help="texts that may wait for a batch; beyond, requests get 503 / UNAVAILABLE at once")
     args = parser.parse_args(argv)
     # kserve parses sys.argv itself when imported (argparse with abbreviations: our --work would be read as
     # its --workers): it must see none of our options
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     config_path = model_dir / layout.MODEL_CONFIG_FILE
     model_yaml = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
     settings = HandlerSettings.from_model_yaml(model_yaml).for_workers(1)
-    batching = BatchingSettings(int(model_yaml.get("batchSize", BatchingSettings.max_batch_texts)), args.max_in_flight, args.max_delay_ms)
+    batching = BatchingSettings(int(model_yaml.get("batchSize", BatchingSettings.max_batch_texts)), args.max_in_flight, args.max_delay_ms, args.max_queued_texts)
     from kserve_server.model import BertClassifierModel
 
     model = BertClassifierModel(args.model_name, model_dir, settings, batching, args.gpu_id)
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from kserve_server.server import serve
 
-    serve(model, args.host, args.http_port)
+    serve(model, args.host, args.http_port, None if args.no_grpc else args.grpc_port)
 
 
 if __name__ == "__main__":

@@ -1,37 +1,47 @@
-"""The bert_trt classifier as a KServe model: the handler's parsing, classifier and backends behind KServe's
-model server, answering the v1 and the Open Inference Protocol (v2) REST APIs.
+"""The bert_trt classifier as a KServe model: a thin door over the service core (handler/service.py),
+answering KServe's v1 REST API and the Open Inference Protocol (v2) over REST and gRPC.
 
-v1   POST /v1/models/<name>:predict   {"instances": ["a text", {"text": "another"}]}
-     -> {"predictions": [{"label", "score", "probabilities": {label: p}, "truncated", "backend"}, ...]}
-     (each prediction is exactly what TorchServe's /predictions answers for that text)
-v2   POST /v2/models/<name>/infer     {"inputs": [{"name": "text", "shape": [n], "datatype": "BYTES", "data": [...]}]}
-     -> outputs "label" (BYTES [n], the top label), "score" (FP32 [n]), "probabilities" (FP32 [n, labels],
-        columns named by the output's parameter "labels", a JSON list) and "truncated" (BOOL [n])
-Health, readiness and metadata: KServe's /v2/health/live|ready, /v2/models/<name>[/ready], /v1/models/<name>.
-A bad request is answered with the handler's own error body {"error": "...", "code": 4xx} and that status
-(a body that is not JSON at all is refused by KServe itself, with 400 and {"error": "..."}).
+v1   POST /v1/models/<name>:predict   {"instances": ["a text", {"text": "another", "top_k": 2}]}
+     -> {"predictions": [...]}: each instance is decoded exactly like one TorchServe /predictions body
+        holding one text (the same options, the same 4xx messages, prefixed "instances[i]: ") and
+        answered with exactly the dict TorchServe answers for it
+v2   POST /v2/models/<name>/infer (or gRPC ModelInfer)
+     one BYTES input "text" [n]; options as request parameters ("top_k", "return_logits", "threshold")
+     -> "label" BYTES [n], "score" FP32 [n], "probabilities" FP32 [n, labels] (columns named by the output
+        parameter "labels", a JSON list), "truncated" BOOL [n], "tokens" INT32 [n]; "chunks" INT32 [n] with
+        truncation "chunks"; when asked: "top_k_labels" BYTES [n, k] and "top_k_scores" FP32 [n, k],
+        "logits" FP32 [n, labels]; multi-label models: "predicted" BOOL [n, labels] (at or above the
+        threshold, which the output's parameter "threshold" gives). Values come from the predictions
+        themselves (float32), not from the rounded JSON.
+A rejected request gets the service's message: REST {"error": "...", "code": 4xx} with that status
+(handler/http_status.py), gRPC INVALID_ARGUMENT / UNAVAILABLE (kserve_server/grpc_door.py).
 
-Concurrent requests are batched by `MicroBatcher`: a request on an idle model runs at once.
+Concurrent requests are batched by `MicroBatcher`; up to `max_in_flight` batches run at once (the service
+is thread-safe; backends that are not take their lock, so a GPU batch is tokenized while another runs).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import kserve
+import numpy as np
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
-from handler.classifier import TextClassifier, load_classifier
-from handler.payload import RequestError, texts_from_value
+from handler.errors import InvalidInput, RequestRejected, TooManyTexts
+from handler.payload import OPTION_FIELDS, ParsedRequest, response_options, texts_from_value
+from handler.service import Answered, ClassifierService, load_service
 from handler.settings import HandlerSettings
 from kserve_server.batcher import BatchingSettings, MicroBatcher
+from kserve_server.metrics import PrometheusMetrics
 
 logger = logging.getLogger(__name__)
 
 TEXT_INPUT = "text"
+#: request parameters KServe's own clients may send; they are not ours to refuse
+PROTOCOL_PARAMETERS = ("binary_data_output", "binary_data", "binary_data_size", "headers")
 
 
 class BertClassifierModel(kserve.Model):
@@ -43,85 +53,167 @@ class BertClassifierModel(kserve.Model):
         self.settings = settings
         self.batching = batching
         self.gpu_id = gpu_id
-        self.classifier: TextClassifier | None = None
+        self.service: ClassifierService | None = None
         self.batcher: MicroBatcher | None = None
+        self.metrics: PrometheusMetrics | None = None
 
     def load(self) -> bool:
         """Spec, tokenizer, the first backend that runs here (warmed up), and the batcher."""
-        self.classifier, _ = load_classifier(self.model_dir, self.settings, self.gpu_id)
-        self.batcher = MicroBatcher(self.classify_batch, self.batching.max_batch_texts, self.batching.max_delay_ms, self.batching.max_in_flight)
-        logger.info("%s ready: %s, max_length=%d, labels=%s, %s", self.name, self.classifier.backend.describe(), self.classifier.max_length, self.classifier.labels, self.batching)
+        self.metrics = PrometheusMetrics(self.name)
+        self.service, _ = load_service(self.model_dir, self.settings, self.gpu_id, self.metrics)
+        batching = self.batching
+        self.batcher = MicroBatcher(
+            self.service.run, batching.max_batch_texts, batching.max_delay_ms, batching.max_in_flight,
+            weight=lambda request: len(request.texts), max_queued=batching.max_queued_texts,
+        )  # fmt: skip
+        classifier = self.service.classifier
+        logger.info("%s ready: %s, max_length=%d, labels=%s, %s", self.name, classifier.backend.describe(), classifier.max_length, classifier.labels, batching)
         self.ready = True
         return self.ready
 
-    def classify_batch(self, texts: list[str]) -> list[dict]:
-        """The handler's answers for one batch of texts (runs in a worker thread)."""
-        start = time.perf_counter()
-        backend = self.classifier.backend.name
-        answers = [dict(prediction, backend=backend) for prediction in self.classifier.classify(texts)]
-        logger.info("batch: %d texts, %.2f ms", len(texts), (time.perf_counter() - start) * 1000)
-        return answers
-
     async def predict(self, payload: dict | InferRequest, headers: dict | None = None) -> dict | InferResponse:
-        if isinstance(payload, InferRequest):
-            texts = v2_texts(payload, self.settings.max_texts_per_request)
-            return v2_response(self.name, payload.id, await self.batcher.submit(texts), self.classifier.labels)
-        texts = v1_texts(payload, self.settings.max_texts_per_request)
-        return {"predictions": await self.batcher.submit(texts)}
+        """Decode, batch with whatever else is queued, answer; a rejection is raised for the server to map."""
+        try:
+            if isinstance(payload, InferRequest):
+                request = self.service.validate(v2_request(payload, self.settings.max_texts_per_request))
+                (result,) = await self.batcher.submit([request])
+                return v2_response(self.name, payload.id, self.service, unwrapped(result))
+            requests = [self.service.validate(request) for request in v1_requests(payload, self.settings.max_texts_per_request)]
+            results = await self.batcher.submit(requests)
+            return {"predictions": [self.service.json_answers(unwrapped(result)) for result in results]}
+        except RequestRejected:
+            self.metrics.rejected.labels(self.name, self.service.backend_name).inc()
+            raise
+
+    def stop(self):
+        """KServe's shutdown hook: refuse new batches and release the backend."""
+        if self.service is not None:
+            self.service.close()
+        super().stop()
 
     def get_input_types(self) -> list[dict]:
         return [{"name": TEXT_INPUT, "datatype": "BYTES", "shape": [-1]}]
 
     def get_output_types(self) -> list[dict]:
-        labels = len(self.classifier.labels) if self.classifier else -1
+        labels = len(self.service.classifier.labels) if self.service else -1
         return [
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
             {"name": "score", "datatype": "FP32", "shape": [-1]},
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, labels]},
             {"name": "truncated", "datatype": "BOOL", "shape": [-1]},
+            {"name": "tokens", "datatype": "INT32", "shape": [-1]},
         ]
 
 
-def v1_texts(payload, max_texts: int) -> list[str]:
-    """The texts of a v1 body: {"instances": [text or {"text": text}, ...]}, checked like /predictions."""
+def unwrapped(result: Answered | RequestRejected) -> Answered:
+    """The answer, or the rejection raised (a request the service refused after batching)."""
+    if isinstance(result, RequestRejected):
+        raise result
+    return result
+
+
+def v1_requests(payload, max_texts: int) -> list[ParsedRequest]:
+    """The instances of a v1 body, each decoded like a TorchServe body holding one text:
+    {"instances": ["text", {"text": "text", "top_k": 2}, ...]}."""
     if not isinstance(payload, dict) or "instances" not in payload:
-        raise RequestError('v1 body must be {"instances": [...]}: a list of texts or {"text": ...} objects')
+        raise InvalidInput('v1 body must be {"instances": [...]}: a list of texts or {"text": ...} objects')
     instances = payload["instances"]
     if not isinstance(instances, list):
-        raise RequestError(f'"instances" must be a list, got {type(instances).__name__}')
-    texts = [item["text"] if isinstance(item, dict) and "text" in item else item for item in instances]
-    return texts_from_value(texts, max_texts).texts
+        raise InvalidInput(f'"instances" must be a list, got {type(instances).__name__}')
+    if not instances:
+        raise InvalidInput("empty list: send at least one text")
+    if len(instances) > max_texts:
+        raise TooManyTexts(f"too many texts in one request: {len(instances)} > {max_texts}; split it")
+    requests = []
+    for index, instance in enumerate(instances):
+        if not isinstance(instance, (str, dict)):  # the message a TorchServe list of texts gets
+            raise InvalidInput(f"text at index {index} must be a string, got {type(instance).__name__}")
+        try:
+            request = texts_from_value(instance, max_texts)
+        except RequestRejected as rejection:
+            raise type(rejection)(f"instances[{index}]: {rejection.message}") from None
+        if request.wants_list:
+            raise InvalidInput(f'instances[{index}]: one text per instance (send each text as its own instance), got a list')
+        requests.append(request)
+    return requests
 
 
-def v2_texts(request: InferRequest, max_texts: int) -> list[str]:
-    """The texts of an Open Inference Protocol request: one BYTES input named "text", checked like /predictions."""
-    inputs: list[InferInput] = request.inputs
-    named = [item for item in inputs if item.name == TEXT_INPUT]
+def v2_request(request: InferRequest, max_texts: int) -> ParsedRequest:
+    """An Open Inference Protocol request as one decoded request: the BYTES input "text" [n] and the
+    options from the request's parameters, checked like a TorchServe body."""
+    named = [item for item in request.inputs if item.name == TEXT_INPUT]
     if len(named) != 1:
-        raise RequestError(f'send one input named "{TEXT_INPUT}" (datatype BYTES); got inputs {[item.name for item in inputs]}')
-    text_input = named[0]
+        raise InvalidInput(f'send one input named "{TEXT_INPUT}" (datatype BYTES); got inputs {[item.name for item in request.inputs]}')
+    texts = decoded_texts(named[0])
+    parameters = parameter_values(request.parameters)
+    unknown = sorted(set(parameters) - set(OPTION_FIELDS) - set(PROTOCOL_PARAMETERS))
+    if unknown:
+        raise InvalidInput(f"unknown parameters {unknown[:10]}; known: {', '.join(OPTION_FIELDS)}")
+    parsed = texts_from_value(texts, max_texts)
+    return ParsedRequest(parsed.texts, wants_list=True, options=response_options(parameters))
+
+
+def decoded_texts(text_input: InferInput) -> list:
+    """The values of a BYTES input as a flat list (JSON data, gRPC contents or raw binary alike), UTF-8 decoded."""
     if text_input.datatype != "BYTES":
-        raise RequestError(f'input "{TEXT_INPUT}" must have datatype BYTES, got {text_input.datatype}')
-    values = []
-    for value in text_input.data if isinstance(text_input.data, list) else [text_input.data]:
+        raise InvalidInput(f'input "{TEXT_INPUT}" must have datatype BYTES, got {text_input.datatype}')
+    try:
+        values = text_input.as_numpy().reshape(-1).tolist()
+    except (ValueError, TypeError) as error:
+        raise InvalidInput(f'input "{TEXT_INPUT}": data does not match its shape {text_input.shape} ({error})') from None
+    texts = []
+    for value in values:
         if isinstance(value, (bytes, bytearray)):
             try:
                 value = bytes(value).decode("utf-8")
             except UnicodeDecodeError as err:
-                raise RequestError(f"text is not valid UTF-8 (byte {err.start}); send UTF-8 text") from None
-        values.append(value)
-    return texts_from_value(values, max_texts).texts
+                raise InvalidInput(f"text is not valid UTF-8 (byte {err.start}); send UTF-8 text") from None
+        texts.append(value)
+    return texts
 
 
-def v2_response(model_name: str, request_id: str | None, answers: list[dict], labels: list[str]) -> InferResponse:
-    """A complete classification as v2 outputs: top label, its score, every label's probability, truncation."""
-    count = len(answers)
+def parameter_values(parameters) -> dict:
+    """Request parameters as plain values: a REST dict as it is, gRPC `InferParameter`s unwrapped
+    (bool, int64, uint64, double or string)."""
+    values = {}
+    for key, value in (parameters or {}).items():
+        if hasattr(value, "WhichOneof"):
+            choice = value.WhichOneof("parameter_choice")
+            value = getattr(value, choice) if choice else None
+        values[key] = value
+    return values
+
+
+def v2_response(model_name: str, request_id: str | None, service: ClassifierService, answered: Answered) -> InferResponse:
+    """A complete classification as v2 outputs, from the predictions themselves (see the module docstring)."""
+    classifier = service.classifier
+    labels = classifier.labels
+    predictions = answered.predictions
+    options = answered.request.options
+    count = len(predictions)
+    # ordered and thresholded in float64, as the JSON answers are; sent as float32
+    probabilities = np.array([prediction.probabilities for prediction in predictions], dtype=np.float64).reshape(count, len(labels))
+    best = probabilities.argmax(axis=1)
+    label_names = {"labels": json.dumps(labels)}
     outputs = [
-        InferOutput("label", [count], "BYTES", [answer["label"] for answer in answers]),
-        InferOutput("score", [count], "FP32", [answer["score"] for answer in answers]),
-        InferOutput("probabilities", [count, len(labels)], "FP32", [answer["probabilities"][label] for answer in answers for label in labels],
-                    parameters={"labels": json.dumps(labels)}),  # fmt: skip
-        InferOutput("truncated", [count], "BOOL", [answer["truncated"] for answer in answers]),
+        InferOutput("label", [count], "BYTES", [labels[i] for i in best]),
+        InferOutput("score", [count], "FP32", probabilities[np.arange(count), best].astype(np.float32).tolist()),
+        InferOutput("probabilities", [count, len(labels)], "FP32", probabilities.astype(np.float32).reshape(-1).tolist(), parameters=label_names),
+        InferOutput("truncated", [count], "BOOL", [prediction.truncated for prediction in predictions]),
+        InferOutput("tokens", [count], "INT32", [prediction.tokens for prediction in predictions]),
     ]
-    backend = answers[0]["backend"] if answers else ""
-    return InferResponse(request_id or "", model_name, outputs, parameters={"backend": backend})
+    if classifier.truncation == "chunks":
+        outputs.append(InferOutput("chunks", [count], "INT32", [prediction.windows for prediction in predictions]))
+    if options.top_k:
+        k = min(options.top_k, len(labels))
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        outputs.append(InferOutput("top_k_labels", [count, k], "BYTES", [labels[i] for row in order for i in row]))
+        outputs.append(InferOutput("top_k_scores", [count, k], "FP32", np.take_along_axis(probabilities, order, axis=1).astype(np.float32).reshape(-1).tolist()))
+    if options.return_logits:
+        logits = np.array([prediction.logits for prediction in predictions], dtype=np.float32).reshape(count, len(labels))
+        outputs.append(InferOutput("logits", [count, len(labels)], "FP32", logits.reshape(-1).tolist(), parameters=label_names))
+    if classifier.spec.multi_label:
+        threshold = classifier.threshold_for(options)
+        outputs.append(InferOutput("predicted", [count, len(labels)], "BOOL", (probabilities >= threshold).reshape(-1).tolist(),
+                                   parameters={**label_names, "threshold": str(threshold)}))  # fmt: skip
+    return InferResponse(request_id or "", model_name, outputs, parameters={"backend": service.backend_name})

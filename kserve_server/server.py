@@ -1,8 +1,9 @@
-"""KServe's REST server (FastAPI + uvicorn) around one model, on the address we choose.
+"""KServe's REST server (FastAPI + uvicorn) and its OIP gRPC server around one model, on the address we choose.
 
-KServe's own `ModelServer.start` listens on 0.0.0.0 and also starts gRPC; here one REST server is
-built from KServe's public pieces so that it can listen on loopback, and the handler's `RequestError`
-is answered with the handler's error body and status (as on TorchServe).
+KServe's own `ModelServer.start` listens on 0.0.0.0; here both servers are built from KServe's public
+pieces so that they listen where we say (loopback by default), and the service's rejections are answered
+with the door-neutral message and each protocol's status (handler/http_status.py, kserve_server/grpc_door.py).
+REST and gRPC run in one event loop and share one model, one batcher and one metrics registry.
 """
 
 from __future__ import annotations
@@ -13,27 +14,48 @@ import logging
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from handler.payload import RequestError
+from handler.errors import RequestRejected
+from handler.http_status import error_body, http_status
+
+logger = logging.getLogger(__name__)
+
+#: seconds in-flight gRPC calls get to finish at shutdown
+GRPC_GRACE_S = 10
 
 
-async def request_error_response(request: Request, error: RequestError) -> JSONResponse:
-    """{"error": "...", "code": 4xx} with that status: the same body TorchServe's path sends."""
-    return JSONResponse(status_code=error.status, content=error.to_response())
+async def rejection_response(request: Request, error: RequestRejected) -> JSONResponse:
+    """{"error": "...", "code": 4xx} with that status: the same body TorchServe's door sends."""
+    return JSONResponse(status_code=http_status(error), content=error_body(error))
 
 
-def serve(model, host: str, port: int, access_log: bool = False) -> None:
-    """Serve `model` (loaded) over KServe's v1 / v2 REST API until SIGTERM or SIGINT."""
+def serve(model, host: str, http_port: int, grpc_port: int | None = None, access_log: bool = False) -> None:
+    """Serve `model` (loaded) over KServe's v1 / v2 REST API, and OIP gRPC on `grpc_port` (None: no
+    gRPC), until SIGTERM or SIGINT."""
     from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
     from kserve.model_server import ModelServer, app
     from kserve.protocol.rest.server import RESTServer
 
-    app.add_exception_handler(RequestError, request_error_response)
-    server = ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False)
+    from kserve_server.grpc_door import grpc_server
+
+    app.add_exception_handler(RequestRejected, rejection_response)
+    server = ModelServer(http_port=http_port, enable_grpc=False, workers=1, enable_latency_logging=False)
     server.register_model(model)
     model.enable_latency_logging = False
     if not access_log:
         logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, port, workers=1)
+    rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, http_port, workers=1)
     rest.config.host = host
-    logging.getLogger(__name__).info("serving %s on http://%s:%d (v1 and v2 REST)", model.name, host, port)
-    asyncio.run(rest.start())
+
+    async def run() -> None:
+        grpc = grpc_server(server, host, grpc_port) if grpc_port is not None else None
+        if grpc is not None:
+            await grpc.start()
+        logger.info("serving %s on http://%s:%d (v1 and v2 REST)%s", model.name, host, http_port, f" and grpc://{host}:{grpc_port} (v2)" if grpc else "")
+        try:
+            await rest.start()  # returns when uvicorn stops (SIGTERM / SIGINT)
+        finally:
+            if grpc is not None:
+                await grpc.stop(GRPC_GRACE_S)
+            model.stop()
+
+    asyncio.run(run())

@@ -28,7 +28,8 @@ def kserve(tiny_model_store, tmp_path_factory):
     work = tmp_path_factory.mktemp("kserve")
     port = free_port()
     log = work / "server.log"
-    command = [sys.executable, "-m", "kserve_server", "--mar", str(tiny_model_store / "bert_trt.mar"), "--http-port", str(port), "--unpack-dir", str(work / "model")]
+    command = [sys.executable, "-m", "kserve_server", "--mar", str(tiny_model_store / "bert_trt.mar"), "--http-port", str(port),
+               "--grpc-port", str(free_port()), "--unpack-dir", str(work / "model")]  # fmt: skip
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -85,7 +86,7 @@ def test_metadata_and_health(kserve):
     assert requests.get(f"{url}/v1/models/bert_trt", timeout=10).json() == {"name": "bert_trt", "ready": True}
     metadata = requests.get(f"{url}/v2/models/bert_trt", timeout=10).json()
     assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
-    assert [output["name"] for output in metadata["outputs"]] == ["label", "score", "probabilities", "truncated"]
+    assert [output["name"] for output in metadata["outputs"]] == ["label", "score", "probabilities", "truncated", "tokens"]
 
 
 @pytest.mark.parametrize(
@@ -115,6 +116,6 @@ def test_concurrent_requests_share_batches_and_health_holds_after_load(kserve, r
     assert [r.status_code for r in responses] == [200] * len(texts)
     expected = reference_classifier.classify(texts)
     assert [r.json()["predictions"][0]["label"] for r in responses] == [p["label"] for p in expected]
-    batches = [int(n) for n in re.findall(r"batch: (\d+) texts", log.read_text()[len(before) :])]
+    batches = [int(n) for n in re.findall(r"batch: \d+ requests, (\d+) texts", log.read_text()[len(before) :])]
     assert sum(batches) == len(texts) and max(batches) > 1, batches
     assert requests.get(f"{url}/v2/health/ready", timeout=10).status_code == 200

@@ -1,0 +1,64 @@
+"""The Open Inference Protocol over gRPC (KServe's `GRPCInferenceService`), on the address we choose.
+
+KServe's own servicer answers every call (ModelInfer, ModelReady, ModelMetadata, ServerLive, ...); this
+module adds the mapping of the service's rejections to gRPC status codes, which KServe's interceptor
+would otherwise answer as INTERNAL:
+    InvalidInput (TooManyTexts included)  -> INVALID_ARGUMENT  (do not retry: the request is wrong)
+    ModelNotReady, Overloaded             -> UNAVAILABLE       (retry later or on another replica)
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+
+from grpc import StatusCode, aio
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
+from kserve.protocol.grpc.servicer import InferenceServicer
+
+from handler.errors import InvalidInput, ModelNotReady, Overloaded, RequestRejected
+
+logger = logging.getLogger(__name__)
+
+#: most specific class first; a `RequestRejected` not listed is INVALID_ARGUMENT
+GRPC_STATUS: tuple[tuple[type[RequestRejected], StatusCode], ...] = (
+    (InvalidInput, StatusCode.INVALID_ARGUMENT),
+    (ModelNotReady, StatusCode.UNAVAILABLE),
+    (Overloaded, StatusCode.UNAVAILABLE),
+)
+#: what one gRPC message may carry (KServe's default: 4 MiB); a request with 256 long texts fits easily
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def grpc_status(error: RequestRejected) -> StatusCode:
+    """The gRPC status code of a rejected request."""
+    for kind, code in GRPC_STATUS:
+        if isinstance(error, kind):
+            return code
+    return StatusCode.INVALID_ARGUMENT
+
+
+class RejectionToStatusInterceptor(ExceptionToStatusInterceptor):
+    """KServe's exception mapping, plus the service's rejections with their own codes and messages."""
+
+    async def handle_exception(self, ex, request_or_iterator, context, method_name):
+        if isinstance(ex, RequestRejected):
+            await context.abort(grpc_status(ex), ex.message)
+        await super().handle_exception(ex, request_or_iterator, context, method_name)
+
+
+def grpc_server(server, host: str, port: int) -> aio.Server:
+    """An asyncio gRPC server answering the OIP v2 service of KServe's `ModelServer` `server` on host:port
+    (not started). Raises `RuntimeError` when the port cannot be bound."""
+    servicer = InferenceServicer(server.dataplane, server.model_repository_extension)
+    grpc = aio.server(
+        futures.ThreadPoolExecutor(max_workers=4),
+        interceptors=(RejectionToStatusInterceptor(),),
+        options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+    )
+    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, grpc)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if grpc.add_insecure_port(address) == 0:
+        raise RuntimeError(f"cannot listen for gRPC on {address}: choose another --grpc-port")
+    return grpc
