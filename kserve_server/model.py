@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 from pathlib import Path
 
 import kserve
 import numpy as np
+from google.protobuf.unknown_fields import UnknownFieldSet
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from handler.errors import InvalidInput, RequestRejected, TooManyTexts
@@ -77,7 +79,7 @@ class BertClassifierModel(kserve.Model):
             if isinstance(payload, InferRequest):
                 request = self.service.validate(v2_request(payload, self.settings.max_texts_per_request))
                 (result,) = await self.batcher.submit([request])
-                return v2_response(self.name, payload.id, self.service, unwrapped(result))
+                return v2_response(self.name, payload.id, self.service, unwrapped(result), binary=payload.from_grpc)
             requests = [self.service.validate(request) for request in v1_requests(payload, self.settings.max_texts_per_request)]
             results = await self.batcher.submit(requests)
             return {"predictions": [self.service.json_answers(unwrapped(result)) for result in results]}
@@ -148,7 +150,7 @@ def v2_request(request: InferRequest, max_texts: int) -> ParsedRequest:
     parameters = parameter_values(request.parameters)
     unknown = sorted(set(parameters) - set(OPTION_FIELDS) - set(PROTOCOL_PARAMETERS))
     if unknown:
-        raise InvalidInput(f"unknown parameters {unknown[:10]}; known: {', '.join(OPTION_FIELDS)}")
+        raise InvalidInput(f"unknown fields {unknown[:10]} in the request's parameters; known: {', '.join(OPTION_FIELDS)}")
     parsed = texts_from_value(texts, max_texts)
     return ParsedRequest(parsed.texts, wants_list=True, options=response_options(parameters))
 
@@ -173,19 +175,30 @@ def decoded_texts(text_input: InferInput) -> list:
 
 
 def parameter_values(parameters) -> dict:
-    """Request parameters as plain values: a REST dict as it is, gRPC `InferParameter`s unwrapped
-    (bool, int64, uint64, double or string)."""
-    values = {}
-    for key, value in (parameters or {}).items():
-        if hasattr(value, "WhichOneof"):
-            choice = value.WhichOneof("parameter_choice")
-            value = getattr(value, choice) if choice else None
-        values[key] = value
-    return values
+    """Request parameters as plain values: a REST dict as it is, gRPC `InferParameter`s unwrapped."""
+    return {key: grpc_parameter_value(key, value) if hasattr(value, "WhichOneof") else value for key, value in (parameters or {}).items()}
 
 
-def v2_response(model_name: str, request_id: str | None, service: ClassifierService, answered: Answered) -> InferResponse:
-    """A complete classification as v2 outputs, from the predictions themselves (see the module docstring)."""
+#: InferParameter fields of the OIP proto that KServe 0.21's copy lacks (tritonclient sends a float as
+#: double_param): field number -> how to read its unknown-field value
+EXTRA_PARAMETER_FIELDS = {4: lambda raw: struct.unpack("<d", struct.pack("<Q", raw))[0], 5: int}  # double_param, uint64_param
+
+
+def grpc_parameter_value(key: str, parameter):
+    """The value of one gRPC `InferParameter`: bool, int64 or string, or double / uint64 (read from the
+    fields KServe's proto does not declare), never silently dropped."""
+    choice = parameter.WhichOneof("parameter_choice")
+    if choice:
+        return getattr(parameter, choice)
+    for field in UnknownFieldSet(parameter):
+        if field.field_number in EXTRA_PARAMETER_FIELDS:
+            return EXTRA_PARAMETER_FIELDS[field.field_number](field.data)
+    raise InvalidInput(f"parameter {key!r} has no value this server can read: send a bool, an integer, a double or a string")
+
+
+def v2_response(model_name: str, request_id: str | None, service: ClassifierService, answered: Answered, binary: bool = False) -> InferResponse:
+    """A complete classification as v2 outputs, from the predictions themselves (see the module docstring).
+    `binary`: every output in raw_output_contents, as Triton answers over gRPC (what tritonclient reads)."""
     classifier = service.classifier
     labels = classifier.labels
     predictions = answered.predictions
@@ -216,4 +229,4 @@ def v2_response(model_name: str, request_id: str | None, service: ClassifierServ
         threshold = classifier.threshold_for(options)
         outputs.append(InferOutput("predicted", [count, len(labels)], "BOOL", (probabilities >= threshold).reshape(-1).tolist(),
                                    parameters={**label_names, "threshold": str(threshold)}))  # fmt: skip
-    return InferResponse(request_id or "", model_name, outputs, parameters={"backend": service.backend_name})
+    return InferResponse(request_id or "", model_name, outputs, parameters={"backend": service.backend_name}, use_binary_outputs=binary)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import json
+import threading
+import time
 import types
 
 import numpy as np
@@ -41,20 +43,28 @@ def engine_bytes(input_dtype="INT32", profile=((1, 1), (8, 32), (16, 64)), num_l
 
 
 class RecordingContext:
+    """One execution context; `threads` holds, per call in `calls`, the thread that made it, and
+    `execute_delay_s` widens the window in which a second thread could interleave its calls."""
+
     def __init__(self, engine):
         self.engine = engine
-        self.shapes, self.addresses, self.calls = {}, {}, []
+        self.shapes, self.addresses, self.calls, self.threads = {}, {}, [], []
+        self.execute_delay_s = 0.0
+
+    def record(self, *call):
+        self.calls.append(call)
+        self.threads.append(threading.get_ident())
 
     def set_input_shape(self, name, shape):
         (lo, _, hi) = self.engine.profile
         if not all(a <= s <= b for a, s, b in zip(lo, shape, hi)):
             raise AssertionError(f"{name} shape {shape} outside the profile {lo}..{hi}")
-        self.calls.append(("set_input_shape", name, tuple(shape)))
+        self.record("set_input_shape", name, tuple(shape))
         self.shapes[name] = tuple(shape)
         return True
 
     def set_tensor_address(self, name, address):
-        self.calls.append(("set_tensor_address", name))
+        self.record("set_tensor_address", name)
         self.addresses[name] = address
         return True
 
@@ -69,7 +79,8 @@ class RecordingContext:
         return np.frombuffer(buffer, dtype=dtype).reshape(self.shapes[name]).astype(np.int64)
 
     def execute_async_v3(self, stream_handle):
-        self.calls.append(("execute_async_v3", stream_handle))
+        self.record("execute_async_v3", stream_handle)
+        time.sleep(self.execute_delay_s)
         ids, mask, types_ = (self._read(n) for n in ("input_ids", "attention_mask", "token_type_ids"))
         logits = np.stack([(ids * mask).sum(1), mask.sum(1), types_.sum(1)], axis=1).astype(_NP[self.engine.output_dtype])
         ctypes.memmove(self.addresses["logits"], logits.ctypes.data, logits.nbytes)

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from harness.process import wait_until_ready
-from harness.torchserve import free_port
+from harness.kserve import running_kserve
 
 pytestmark = pytest.mark.integration
 
@@ -25,23 +22,8 @@ TEXTS = ["what a wonderful little hotel", "the package never arrived and nobody 
 @pytest.fixture(scope="module")
 def kserve(tiny_model_store, tmp_path_factory):
     """The KServe server on the tests' archive; yields (base URL, log file)."""
-    work = tmp_path_factory.mktemp("kserve")
-    port = free_port()
-    log = work / "server.log"
-    command = [sys.executable, "-m", "kserve_server", "--mar", str(tiny_model_store / "bert_trt.mar"), "--http-port", str(port),
-               "--grpc-port", str(free_port()), "--unpack-dir", str(work / "model")]  # fmt: skip
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(process, f"{url}/v2/health/ready", log, timeout=180)
-        yield url, log
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with running_kserve(tiny_model_store / "bert_trt.mar", tmp_path_factory.mktemp("kserve")) as server:
+        yield server.http_url, server.log
 
 
 def v2_body(texts: list) -> dict:

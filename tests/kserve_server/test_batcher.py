@@ -90,3 +90,22 @@ def test_a_failing_batch_fails_only_its_own_requests():
 def test_settings_are_checked():
     with pytest.raises(ValueError):
         MicroBatcher(RecordingFunction(), max_batch_texts=0)
+
+
+def test_a_full_queue_refuses_new_requests_at_once_and_loses_none_already_queued():
+    from handler.errors import Overloaded
+
+    async def scenario():
+        function = RecordingFunction(seconds=0.05)
+        batcher = MicroBatcher(function, max_batch_texts=4, max_in_flight=1, max_queued=6)
+        accepted = [asyncio.create_task(batcher.submit([f"t{i}", f"u{i}"])) for i in range(3)]  # 6 texts wait
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded, match="already waiting"):
+            await batcher.submit(["one", "too many"])
+        results = [await task for task in accepted]
+        after = await batcher.submit(["later"])  # the queue drained: accepted again
+        await batcher.close()
+        return results, after
+
+    results, after = asyncio.run(scenario())
+    assert results == [[f"T{i}", f"U{i}"] for i in range(3)] and after == ["LATER"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -149,3 +150,30 @@ def test_auto_falls_back_to_the_cpu_with_logged_reasons(model_dir, caplog):
         "backend torch_cuda skipped: no CUDA device visible to this worker",
     ]
     assert "backend tensorrt skipped" in caplog.text
+
+
+def test_threads_never_share_the_execution_context_mid_call(stand_in, model_dir):
+    """The registry says tensorrt cannot run two calls at once (one execution context holds the bound shapes
+    and addresses): `infer` from 8 threads must run each call's set_input_shape .. execute_async_v3 as one
+    uninterrupted block, and every thread must get its own batch's logits."""
+    write_engine(model_dir, recording_tensorrt.engine_bytes())
+    backend = CpuRecordingTensorRTBackend(model_dir, ModelSpec.load(model_dir), gpu_id=0).load()
+    assert backend.entry.concurrent_infer is False
+    context = backend.context
+    context.execute_delay_s = 0.001  # a call holds the context long enough for any other thread to barge in
+    start = len(context.calls)
+    rng = np.random.default_rng(0)
+    batches = []
+    for _ in range(64):
+        ids = rng.integers(1, 1000, size=(int(rng.integers(1, 9)), int(rng.integers(2, 33))))
+        batches.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": rng.integers(0, 2, size=ids.shape)})
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(backend.infer, batches))
+    assert all(np.array_equal(result, expected_logits(batch)) for result, batch in zip(results, batches))
+    calls, threads = context.calls[start:], context.threads[start:]
+    assert len({*threads}) > 1, "the calls did not come from several threads"
+    blocks = [index for index, call in enumerate(calls) if call[:2] == ("set_input_shape", "input_ids")] + [len(calls)]
+    assert len(blocks) - 1 == len(batches)
+    for first, end in zip(blocks, blocks[1:]):
+        assert len({*threads[first:end]}) == 1, f"calls {first}..{end} interleave threads: {calls[first:end]}"
+        assert calls[end - 1][0] == "execute_async_v3"
