@@ -48,6 +48,20 @@ def tiny_export(tiny_checkpoint, labelled_csv, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def multi_label_model(tmp_path_factory) -> tuple[Path, Path]:
+    """(checkpoint, export dir) of a seeded random multi-label BERT (MiniLM's tokenizer, max_length 64)."""
+    from export.onnx_export import onnx_from_checkpoint
+    from harness.models import random_family_checkpoint
+    from training.data import default_backbone_dir
+
+    checkpoint = random_family_checkpoint("bert", tmp_path_factory.mktemp("multi") / "checkpoint", default_backbone_dir(),
+                                          problem_type="multi_label_classification")  # fmt: skip
+    export_dir = tmp_path_factory.mktemp("multi_export")
+    onnx_from_checkpoint(checkpoint, export_dir, max_length=64)
+    return checkpoint, export_dir
+
+
 def tiny_mar_args(checkpoint, export_dir, engine, store) -> list[str]:
     """build_mar.py arguments of the tests' archive: the shipped CPU defaults (static int8 ONNX included; the
     stand-in engine would otherwise pick the GPU's), a smaller batch and a long batch delay (so concurrent

@@ -33,3 +33,18 @@ def test_load_level_against_real_torchserve(torchserve):
     row = run_level(torchserve_target(torchserve, "bert_trt", ["short text", "a somewhat longer text for the load test"]), concurrency=4, max_requests=20, max_seconds=30)
     assert row["requests"] == 20 and row["errors"] == 0
     assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+
+
+def test_door_in_flight_quick_run_writes_its_table(tiny_checkpoint, tiny_export, tmp_path, monkeypatch):
+    from bench import door_in_flight
+    from harness.models import model_dir_like_mar
+
+    model_dir = model_dir_like_mar(tiny_checkpoint, tiny_export, tmp_path / "model")
+    out = tmp_path / "results"
+    argv = ["door_in_flight.py", "--model-dir", str(model_dir), "--backend", "onnxruntime", "--seconds", "0.3", "--clients", "8", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    door_in_flight.main()
+    with (out / "door_in_flight.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["in_flight"] for row in table] == [label for label, _, _ in door_in_flight.SETTINGS]
+    assert all(int(row["requests"]) > 0 and row["answers_off_by_more_than_2e-3"] == "0" for row in table)

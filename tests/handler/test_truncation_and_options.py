@@ -7,7 +7,7 @@ import pytest
 
 from handler.classifier import TextPrediction
 from handler.errors import InvalidInput
-from handler.http_status import error_body, http_status
+from handler.http_status import http_status
 from handler.payload import ResponseOptions, texts_from_value
 from handler.settings import HandlerSettings
 from handler.errors import SettingsError

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 
 from harness.kserve import running_kserve
+from tests.integration.oip_client import triton_grpc
 from harness.torchserve import TorchServe
 
 TEXT = "the staff were lovely but the room was cold and the wifi never worked"
@@ -32,18 +30,12 @@ class Rejected:
 
 
 @pytest.fixture(scope="module")
-def servers(tiny_model_store, tiny_export, tmp_path_factory):
+def servers(tiny_model_store, multi_label_model, tmp_path_factory):
     """One TorchServe with the single-label (bert_trt) and a multi-label archive, and one KServe server per archive."""
     import build_mar
     from export.mar import build_mar as build_archive
-    from export.onnx_export import onnx_from_checkpoint
-    from harness.models import random_family_checkpoint
-    from training.data import default_backbone_dir
 
-    multi_checkpoint = random_family_checkpoint("bert", tmp_path_factory.mktemp("doors_multi") / "checkpoint", default_backbone_dir(),
-                                                problem_type="multi_label_classification")  # fmt: skip
-    multi_export = tmp_path_factory.mktemp("doors_multi_export")
-    onnx_from_checkpoint(multi_checkpoint, multi_export, max_length=64)
+    multi_checkpoint, multi_export = multi_label_model
     store = tmp_path_factory.mktemp("doors_store")
     shutil.copy2(tiny_model_store / "bert_trt.mar", store / "bert_trt.mar")
     build_archive(build_mar.parse_args(["--checkpoint", str(multi_checkpoint), "--export-dir", str(multi_export), "--out", str(store),
@@ -72,13 +64,6 @@ def ask(servers, door: str, model: str, options: dict):
         return v2_as_answer({name: np.array(output["data"]).reshape(output["shape"]) for name, output in outputs.items()},
                             {name: output.get("parameters") or {} for name, output in outputs.items()}, response.json()["parameters"]["backend"])  # fmt: skip
     return grpc_answer(kserve.grpc_address, model, options)
-
-
-def triton_grpc(**request) -> dict:
-    """One call through tritonclient's gRPC client, in its own process (tests/integration/triton_grpc_client.py)."""
-    script = Path(__file__).with_name("triton_grpc_client.py")
-    done = subprocess.run([sys.executable, str(script)], input=json.dumps(request), capture_output=True, text=True, timeout=120, check=True)
-    return json.loads(done.stdout)
 
 
 def grpc_answer(address: str, model: str, options: dict):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -23,15 +22,9 @@ import grpc
 import pytest
 
 from harness.kserve import running_kserve
+from tests.integration.oip_client import triton_grpc
 
 TEXTS = ["what a wonderful little hotel", "这家酒店的服务非常好,房间也很干净", "it is a chair"]
-
-
-def triton_grpc(**request) -> dict:
-    """One call through tritonclient's gRPC client, in its own process (tests/integration/triton_grpc_client.py)."""
-    script = Path(__file__).with_name("triton_grpc_client.py")
-    done = subprocess.run([sys.executable, str(script)], input=json.dumps(request), capture_output=True, text=True, timeout=120, check=True)
-    return json.loads(done.stdout)
 
 
 @pytest.fixture(scope="module")

@@ -101,3 +101,18 @@ def test_concurrent_requests_share_batches_and_health_holds_after_load(kserve, r
     batches = [int(n) for n in re.findall(r"batch: \d+ requests, (\d+) texts", log.read_text()[len(before) :])]
     assert sum(batches) == len(texts) and max(batches) > 1, batches
     assert requests.get(f"{url}/v2/health/ready", timeout=10).status_code == 200
+
+
+def test_metrics_endpoint_has_the_services_batch_figures(kserve):
+    url, _ = kserve
+    assert requests.post(f"{url}/v1/models/bert_trt:predict", json={"instances": ["one text", "and another"]}, timeout=60).status_code == 200
+    assert requests.post(f"{url}/v1/models/bert_trt:predict", json={"instances": [{"text": "x", "top_k": 0}]}, timeout=60).status_code == 400
+    metrics = requests.get(f"{url}/metrics", timeout=10).text
+    labels = 'backend="onnxruntime",model="bert_trt"'
+    assert f"bert_trt_active_backend{{{labels}}} 1.0" in metrics
+    value = lambda name: float(re.search(rf"^{name}{{{labels}}} (\S+)$", metrics, re.M).group(1))  # noqa: E731
+    assert value("bert_trt_batch_texts_count") >= 1 and value("bert_trt_batch_texts_sum") >= 2
+    assert value("bert_trt_batch_tokens_sum") > value("bert_trt_batch_texts_sum")
+    assert value("bert_trt_rejected_requests_total") >= 1
+    for stage in ("tokenize", "infer", "total"):
+        assert f'bert_trt_stage_ms_count{{{labels},stage="{stage}"}}' in metrics

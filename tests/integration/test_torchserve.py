@@ -74,6 +74,8 @@ def test_32_concurrent_requests_are_batched_and_all_correct(torchserve, referenc
         assert abs(got.json()["score"] - want["score"]) < 1e-4
     batch_sizes = _wait_for(lambda: [v for v in metric_values(torchserve.log_dir, "BatchSize") if v > 1])
     assert batch_sizes, f"no batch larger than 1 in model_metrics.log:\n{torchserve.log_tail('model_metrics.log')}"
+    for name in ("BatchTexts", "BatchTokens", "TokenizeMs", "InferMs", "HandlerMs"):  # the same figures the KServe door's /metrics has
+        assert metric_values(torchserve.log_dir, name), f"{name} missing from model_metrics.log"
 
 
 def test_bad_request_inside_a_concurrent_batch_gets_its_own_400(torchserve):

@@ -13,20 +13,15 @@ POLICIES = {"trunc_tail": "tail", "trunc_head_tail": "head+tail", "trunc_chunks"
 
 
 @pytest.fixture(scope="module")
-def served(tiny_checkpoint, tiny_export, tmp_path_factory):
+def served(tiny_checkpoint, tiny_export, multi_label_model, tmp_path_factory):
     """(server, {model name: in-process reference classifier}) for the three policies and a multi-label model."""
     import build_mar
     from export.mar import build_mar as build_archive
-    from export.onnx_export import onnx_from_checkpoint
     from harness.inprocess import started_handler
-    from harness.models import model_dir_like_mar, random_family_checkpoint
+    from harness.models import model_dir_like_mar
     from harness.torchserve import TorchServe
-    from training.data import default_backbone_dir
 
-    multi_checkpoint = random_family_checkpoint("bert", tmp_path_factory.mktemp("multi") / "checkpoint", default_backbone_dir(),
-                                                problem_type="multi_label_classification")  # fmt: skip
-    multi_export = tmp_path_factory.mktemp("multi_export")
-    onnx_from_checkpoint(multi_checkpoint, multi_export, max_length=64)
+    multi_checkpoint, multi_export = multi_label_model
     archives = {name: (tiny_checkpoint, tiny_export, ["--truncation", policy, "--max-chunks", "6"]) for name, policy in POLICIES.items()}
     archives["multi_label"] = (multi_checkpoint, multi_export, [])
     store, references = tmp_path_factory.mktemp("policy_store"), {}

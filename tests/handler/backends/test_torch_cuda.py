@@ -167,3 +167,50 @@ def test_packing_runs_large_padded_batches_packed_with_the_answers_of_the_graphs
     assert backend.packs(inputs["attention_mask"].numpy()) and not backend.packs(inputs["attention_mask"][:4].numpy())
     assert_close_and_batch_invariant(backend, model, inputs, lengths, spec.input_names, tolerance=1e-2)
     backend.close()
+
+
+def random_batches(count: int, seed: int = 11) -> list[dict]:
+    """`count` padded batches of 1..48 rows and 1..64 tokens: every CUDA-graph bucket gets several callers."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for index in range(count):
+        rows = int(torch.randint(1, 49, (1,), generator=generator))
+        lengths = torch.randint(1, 65, (rows,), generator=generator).tolist()
+        batches.append({name: tensor.numpy() for name, tensor in mixed_length_inputs(lengths, seed=seed + index).items()})
+    return batches
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["float16", "float8"])
+def test_threads_through_one_cuda_graph_backend_get_the_sequential_answers(tmp_path, dtype):
+    """The registry's contract for torch_cuda (one set of static graph buffers: calls serialised by
+    Backend.infer): 8 threads x 120 batches give exactly what the same batches give one after the other.
+    Before the lock, 2 threads gave 4 of 120 batches wrong (|dp| up to 0.94) on an H200."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from handler.backends.torch_cuda import TorchCudaBackend
+    from handler.kernels.fp8_bert import calibrate, fp8_capable
+    from handler.kernels.fused_bert import FusedBertClassifier
+    from handler.settings import TorchCudaOptions
+
+    model = random_hf_model(vocab_size=30522)
+    model.save_pretrained(tmp_path / layout.CHECKPOINT_DIR)
+    spec = ModelSpec(id2label=dict(enumerate("abc")), max_length=64)
+    spec.save(tmp_path)
+    batches = random_batches(120)
+    if dtype == "float8":
+        if not fp8_capable(torch.device("cuda", 0)):
+            pytest.skip("this GPU has no FP8 tensor cores")
+        calibration = [tuple(torch.from_numpy(batches[0][name]) for name in ("input_ids", "token_type_ids", "attention_mask"))]
+        calibrate(FusedBertClassifier.from_hf(model), calibration, "test", 0).save(tmp_path / layout.FP8_SCALES_FILE)
+    backend = TorchCudaBackend(tmp_path, spec, gpu_id=0, tokenizer_size=30522, options=TorchCudaOptions(dtype=dtype)).load()
+    assert backend.use_graphs and backend.entry.concurrent_infer is False
+    assert dtype == "float16" or backend.describe()["dtype"] == "float8 (e4m3 projections)"
+    probabilities = lambda batch: torch.softmax(torch.from_numpy(backend.infer(batch)), -1)  # noqa: E731
+    sequential = [probabilities(batch) for batch in batches]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(probabilities, batches))
+    wrong = [i for i, (a, b) in enumerate(zip(sequential, concurrent)) if (a - b).abs().max() > 2e-3]
+    assert wrong == [], f"{len(wrong)} of {len(batches)} batches answered differently from 8 threads"
+    backend.close()
