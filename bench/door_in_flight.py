@@ -29,8 +29,14 @@ from handler.settings import HandlerSettings
 from kserve_server.batcher import MicroBatcher
 from training.data import read_labelled_csv
 
-#: (label, batches in flight, keep the backend's lock)
-SETTINGS = (("1", 1, True), ("2", 2, True), ("4", 4, True), ("2 unlocked", 2, False))
+#: batches in flight measured by default; "2 unlocked" is added to them
+DEFAULT_IN_FLIGHT = "1,2,4"
+
+
+def settings_for(in_flight: str) -> list[tuple[str, int, bool]]:
+    """(label, batches in flight, keep the backend's lock) per setting: each count locked, then 2 unlocked."""
+    counts = [int(count) for count in in_flight.split(",")]
+    return [(str(count), count, True) for count in counts] + [("2 unlocked", 2, False)]
 
 
 async def closed_loop(batcher: MicroBatcher, texts: list[str], clients: int, seconds: float) -> tuple[list[float], list[tuple[str, np.ndarray]]]:
@@ -91,6 +97,7 @@ def main() -> None:
     parser.add_argument("--batch-texts", type=int, default=64, help="the batcher's texts per batch (the GPU archive's batchSize)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--max-texts", type=int, default=2048)
+    parser.add_argument("--in-flight", default=DEFAULT_IN_FLIGHT, help="comma-separated batches-in-flight counts to measure")
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
     args = parser.parse_args()
 
@@ -104,7 +111,7 @@ def main() -> None:
     print(f"backend: {backend.describe()}; concurrent_infer={backend.entry.concurrent_infer}")
     alone = {text: service.classifier.predict([text])[0].probabilities for text in dict.fromkeys(texts)}
     rows = []
-    for label, in_flight, locked in SETTINGS:
+    for label, in_flight, locked in settings_for(args.in_flight):
         row = {"in_flight": label, **measure(service, texts, alone, in_flight, locked, args.clients, args.seconds, args.batch_texts)}
         rows.append(row)
         print(json.dumps(row))

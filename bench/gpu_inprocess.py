@@ -77,7 +77,7 @@ def cpu_reference(model_dir: Path, texts: list[str]) -> np.ndarray:
     from harness.models import torch_cpu_classifier
 
     classifier = torch_cpu_classifier(model_dir, os.cpu_count() or 1)
-    return np.concatenate([torch.softmax(classifier.logits(texts[i : i + 32]), -1).numpy() for i in range(0, len(texts), 32)])
+    return np.concatenate([torch.softmax(torch.from_numpy(classifier.logits(texts[i : i + 32])), -1).numpy() for i in range(0, len(texts), 32)])
 
 
 def main() -> None:

@@ -192,7 +192,7 @@ class TextClassifier:
 def load_classifier(model_dir: str | Path, settings: HandlerSettings, gpu_id: int | None) -> tuple[TextClassifier, list[str]]:
     """The classifier of an unpacked archive: its spec, tokenizer and the first backend that runs here
     (loaded and warmed up), and the reasons the backends before it were skipped. Both front doors
-    (TorchServe's handler, the KServe server) start this way."""
+    (TorchServe's handler, the KServe server) start this way, through `handler.service.load_service`."""
     spec = ModelSpec.load(model_dir)
     tokenizer = load_tokenizer(model_dir)
     backend, skipped = choose_backend(settings, model_dir, spec, gpu_id=gpu_id, tokenizer_size=len(tokenizer))

@@ -22,7 +22,7 @@ import yaml
 from handler import layout
 from handler.errors import ArchiveError, run_cli
 from handler.settings import HandlerSettings
-from kserve_server.batcher import BatchingSettings
+from kserve_server.batcher import GPU_MAX_IN_FLIGHT, BatchingSettings
 
 
 def unpacked_mar(mar: Path, work: Path) -> Path:
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
     parser.add_argument("--unpack-dir", type=Path, help="where to unpack the archive (default: a temporary folder)")
     parser.add_argument("--gpu-id", type=int, help="serve on this CUDA device (default: the CPU backends)")
-    parser.add_argument("--max-in-flight", type=int, default=BatchingSettings.max_in_flight, help="batches computed at once")
+    parser.add_argument("--max-in-flight", type=int, help=f"batches computed at once (default {BatchingSettings.max_in_flight}, "
+                        f"{GPU_MAX_IN_FLIGHT} with --gpu-id: one batch is tokenized while another runs)")
     parser.add_argument("--max-delay-ms", type=float, default=BatchingSettings.max_delay_ms, help="wait this long for a fuller batch (0: never)")
     parser.add_argument("--max-queued-texts", type=int, default=BatchingSettings.max_queued_texts,
                         help="texts that may wait for a batch; beyond, requests get 503 / UNAVAILABLE at once")
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     config_path = model_dir / layout.MODEL_CONFIG_FILE
     model_yaml = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
     settings = HandlerSettings.from_model_yaml(model_yaml).for_workers(1)
-    batching = BatchingSettings(int(model_yaml.get("batchSize", BatchingSettings.max_batch_texts)), args.max_in_flight, args.max_delay_ms, args.max_queued_texts)
+    in_flight = args.max_in_flight or (GPU_MAX_IN_FLIGHT if args.gpu_id is not None else BatchingSettings.max_in_flight)
+    batching = BatchingSettings(int(model_yaml.get("batchSize", BatchingSettings.max_batch_texts)), in_flight, args.max_delay_ms, args.max_queued_texts)
     from kserve_server.model import BertClassifierModel
 
     model = BertClassifierModel(args.model_name, model_dir, settings, batching, args.gpu_id)
