@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 
-from handler.backends.options import (
+# the options classes are re-exported: settings is where callers look for them
+from handler.backends.options import (  # noqa: F401
     CUDA_DTYPES,
     DEFAULT_CPU_SUB_BATCH,
     BackendOptions,
@@ -26,10 +27,6 @@ from handler.backends.registry import BACKEND_NAMES, backend_entry
 from handler.errors import SettingsError
 from handler.payload import DEFAULT_MAX_TEXTS_PER_REQUEST
 
-__all__ = [  # the options classes are re-exported: settings is where callers look for them
-    "BACKEND_NAMES", "CUDA_DTYPES", "DEFAULT_CPU_SUB_BATCH", "BackendOptions", "CpuOptions", "HandlerSettings", "OnnxRuntimeOptions",
-    "TensorRTOptions", "TorchCpuOptions", "TorchCudaOptions", "TRUNCATION_POLICIES", "checked_value", "usable_cores",
-]  # fmt: skip
 #: what happens to a text longer than max_length tokens (handler/tokenizer.py:content_windows):
 #: head keeps its beginning, tail its end, head+tail a quarter from the beginning and the rest from the end,
 #: chunks classifies overlapping windows over all of it (at most max_chunks) and averages their probabilities
