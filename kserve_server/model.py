@@ -74,18 +74,19 @@ class BertClassifierModel(kserve.Model):
         return self.ready
 
     async def predict(self, payload: dict | InferRequest, headers: dict | None = None) -> dict | InferResponse:
-        """Decode, batch with whatever else is queued, answer; a rejection is raised for the server to map."""
+        """Decode and check, batch with whatever else is queued, answer; a rejection is raised for the server
+        to map. A request refused before batching is counted here (the service counts the ones it refuses)."""
+        v2 = isinstance(payload, InferRequest)
         try:
-            if isinstance(payload, InferRequest):
-                request = self.service.validate(v2_request(payload, self.settings.max_texts_per_request))
-                (result,) = await self.batcher.submit([request])
-                return v2_response(self.name, payload.id, self.service, unwrapped(result), binary=payload.from_grpc)
-            requests = [self.service.validate(request) for request in v1_requests(payload, self.settings.max_texts_per_request)]
-            results = await self.batcher.submit(requests)
-            return {"predictions": [self.service.json_answers(unwrapped(result)) for result in results]}
+            requests = [v2_request(payload, self.settings.max_texts_per_request)] if v2 else v1_requests(payload, self.settings.max_texts_per_request)
+            requests = [self.service.validate(request) for request in requests]
         except RequestRejected:
             self.metrics.rejected.labels(self.name, self.service.backend_name).inc()
             raise
+        results = [unwrapped(result) for result in await self.batcher.submit(requests)]
+        if v2:
+            return v2_response(self.name, payload.id, self.service, results[0], binary=payload.from_grpc)
+        return {"predictions": [self.service.json_answers(result) for result in results]}
 
     def stop(self):
         """KServe's shutdown hook: refuse new batches and release the backend."""
