@@ -108,12 +108,17 @@ def texts_from_value(value, max_texts: int = DEFAULT_MAX_TEXTS_PER_REQUEST) -> P
     if isinstance(value, str):
         return ParsedRequest([_checked_text(value, None)], wants_list=False, options=options)
     if isinstance(value, list):
-        if not value:
-            raise InvalidInput("empty list: send at least one text")
-        if len(value) > max_texts:
-            raise TooManyTexts(f"too many texts in one request: {len(value)} > {max_texts}; split it")
+        checked_count(len(value), max_texts)
         return ParsedRequest([_checked_text(item, i) for i, item in enumerate(value)], wants_list=True, options=options)
     raise InvalidInput(f"expected text, a JSON object with \"text\", or a list of texts; got {type(value).__name__}")
+
+
+def checked_count(count: int, max_texts: int) -> None:
+    """`InvalidInput` for a request without texts, `TooManyTexts` for one with more than `max_texts`."""
+    if not count:
+        raise InvalidInput("empty list: send at least one text")
+    if count > max_texts:
+        raise TooManyTexts(f"too many texts in one request: {count} > {max_texts}; split it")
 
 
 def response_options(fields: dict) -> ResponseOptions:

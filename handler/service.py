@@ -50,11 +50,6 @@ class ClassifierService:
         """The backend that answers."""
         return self.classifier.backend.name
 
-    def validate(self, request: ParsedRequest) -> ParsedRequest:
-        """`request` if this model can honour it, else `InvalidInput` naming what to change."""
-        self.classifier.check(request.options)
-        return request
-
     def run(self, batch: Sequence[ParsedRequest | RequestRejected]) -> list[Answered | RequestRejected]:
         """Answer a batch: each request gets its `Answered`, or its rejection (from decoding or from
         validation here); the others are answered all the same. Raises only when the backend fails."""
@@ -63,10 +58,12 @@ class ClassifierService:
         start = time.perf_counter()
         checked: list[ParsedRequest | RequestRejected] = []
         for item in batch:
-            try:
-                checked.append(item if isinstance(item, RequestRejected) else self.validate(item))
-            except RequestRejected as rejection:
-                checked.append(rejection)
+            if isinstance(item, ParsedRequest):
+                try:
+                    self.classifier.check(item.options)  # options this model cannot honour
+                except RequestRejected as rejection:
+                    item = rejection
+            checked.append(item)
         texts = [text for item in checked if isinstance(item, ParsedRequest) for text in item.texts]
         predictions, timings = self.classifier.run(texts)
         results: list[Answered | RequestRejected] = []

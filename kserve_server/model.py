@@ -32,8 +32,8 @@ import numpy as np
 from google.protobuf.unknown_fields import UnknownFieldSet
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
-from handler.errors import InvalidInput, RequestRejected, TooManyTexts
-from handler.payload import OPTION_FIELDS, ParsedRequest, response_options, texts_from_value
+from handler.errors import InvalidInput, RequestRejected
+from handler.payload import OPTION_FIELDS, ParsedRequest, checked_count, response_options, texts_from_value
 from handler.service import Answered, ClassifierService, load_service
 from handler.settings import HandlerSettings
 from kserve_server.batcher import BatchingSettings, MicroBatcher
@@ -74,12 +74,12 @@ class BertClassifierModel(kserve.Model):
         return self.ready
 
     async def predict(self, payload: dict | InferRequest, headers: dict | None = None) -> dict | InferResponse:
-        """Decode and check, batch with whatever else is queued, answer; a rejection is raised for the server
-        to map. A request refused before batching is counted here (the service counts the ones it refuses)."""
+        """Decode, batch with whatever else is queued (the service checks each request against the model),
+        answer; a rejection is raised for the server to map. A request that does not decode is counted here;
+        the service counts the ones it refuses."""
         v2 = isinstance(payload, InferRequest)
         try:
             requests = [v2_request(payload, self.settings.max_texts_per_request)] if v2 else v1_requests(payload, self.settings.max_texts_per_request)
-            requests = [self.service.validate(request) for request in requests]
         except RequestRejected:
             self.metrics.rejected.labels(self.name, self.service.backend_name).inc()
             raise
@@ -123,10 +123,7 @@ def v1_requests(payload, max_texts: int) -> list[ParsedRequest]:
     instances = payload["instances"]
     if not isinstance(instances, list):
         raise InvalidInput(f'"instances" must be a list, got {type(instances).__name__}')
-    if not instances:
-        raise InvalidInput("empty list: send at least one text")
-    if len(instances) > max_texts:
-        raise TooManyTexts(f"too many texts in one request: {len(instances)} > {max_texts}; split it")
+    checked_count(len(instances), max_texts)
     requests = []
     for index, instance in enumerate(instances):
         if not isinstance(instance, (str, dict)):  # the message a TorchServe list of texts gets
