@@ -17,13 +17,16 @@ from __future__ import annotations
 import logging
 
 from handler.errors import RequestRejected
-from handler.http_status import error_body, http_status
+from handler.http_status import error_body, error_bytes, http_status
 from handler.metrics import metrics_for
-from handler.payload import parse_request
+from handler.payload import is_torchserve_request, parse_request
 from handler.service import ClassifierService, load_service
 from handler.settings import HandlerSettings
 
 logger = logging.getLogger(__name__)
+
+#: every answer and every error is JSON, encoded here once (TorchServe's worker sends bytes as they are)
+JSON_CONTENT_TYPE = "application/json"
 
 
 class BertTrtHandler:
@@ -53,18 +56,22 @@ class BertTrtHandler:
         return self.service.classifier
 
     def handle(self, data: list[dict], context) -> list:
-        """Answer every request of the batch, in order: a prediction, a list of them, or an error."""
+        """Answer every request of the batch, in order: a prediction, a list of them, or an error; as JSON
+        bytes for TorchServe's frontend, as JSON values for a request envelope (TorchServe's "kserve")."""
         batch = []
         for request in data:
             try:
                 batch.append(parse_request(request, self.settings.max_texts_per_request))
             except RequestRejected as rejection:
                 batch.append(rejection)
+        as_bytes = all(is_torchserve_request(request) for request in data)
         responses = []
         for index, result in enumerate(self.service.run(batch)):
+            if as_bytes:
+                context.set_response_content_type(index, JSON_CONTENT_TYPE)
             if isinstance(result, RequestRejected):
                 context.set_response_status(http_status(result), result.message, index)
-                responses.append(error_body(result))
+                responses.append(error_bytes(result) if as_bytes else error_body(result))
             else:
-                responses.append(self.service.json_answers(result))
+                responses.append(self.service.json_bytes(result) if as_bytes else self.service.json_answers(result))
         return responses

@@ -163,25 +163,28 @@ class TextClassifier:
     def answer(self, prediction: TextPrediction, options: ResponseOptions = ResponseOptions()) -> dict:
         """The response for one text: best label and score, every label's probability, how the text was
         read (tokens, truncated, chunks), and what `options` ask for (top_k, logits, multi-label labels)."""
-        probabilities = prediction.probabilities
-        order = sorted(range(len(self.labels)), key=lambda i: -probabilities[i])
+        labels = self.labels
+        probabilities = [round(p, 6) for p in prediction.probabilities.tolist()]
+        best = int(np.argmax(prediction.probabilities))
         answer = {
-            "label": self.labels[order[0]],
-            "score": round(float(probabilities[order[0]]), 6),
-            "probabilities": {label: round(float(p), 6) for label, p in zip(self.labels, probabilities)},
+            "label": labels[best],
+            "score": probabilities[best],
+            "probabilities": dict(zip(labels, probabilities)),
             "truncated": prediction.truncated,
             "tokens": prediction.tokens,
         }
         if self.truncation == "chunks":
             answer["chunks"] = prediction.windows
-        if self.spec.multi_label:
-            threshold = self.threshold_for(options)
-            answer["labels"] = [self.labels[i] for i in order if probabilities[i] >= threshold]
-            answer["threshold"] = threshold
-        if options.top_k:
-            answer["top_k"] = [{"label": self.labels[i], "score": round(float(probabilities[i]), 6)} for i in order[: options.top_k]]
+        if self.spec.multi_label or options.top_k:
+            order = sorted(range(len(labels)), key=lambda i: -prediction.probabilities[i])
+            if self.spec.multi_label:
+                threshold = self.threshold_for(options)
+                answer["labels"] = [labels[i] for i in order if prediction.probabilities[i] >= threshold]
+                answer["threshold"] = threshold
+            if options.top_k:
+                answer["top_k"] = [{"label": labels[i], "score": probabilities[i]} for i in order[: options.top_k]]
         if options.return_logits:
-            answer["logits"] = {label: round(float(value), 6) for label, value in zip(self.labels, prediction.logits)}
+            answer["logits"] = {label: round(value, 6) for label, value in zip(labels, prediction.logits.tolist())}
         return answer
 
     def classify(self, texts: list[str], options: ResponseOptions = ResponseOptions()) -> list[dict]:

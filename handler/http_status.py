@@ -3,6 +3,8 @@ KServe server's REST API): a status code and the body ``{"error": "...", "code":
 
 from __future__ import annotations
 
+import json
+
 from handler.errors import InvalidInput, ModelNotReady, Overloaded, RequestRejected, TooManyTexts
 
 #: most specific class first; a `RequestRejected` not listed is a 400
@@ -25,3 +27,8 @@ def http_status(error: RequestRejected) -> int:
 def error_body(error: RequestRejected) -> dict:
     """The JSON body sent back for a rejected request."""
     return {"error": error.message, "code": http_status(error)}
+
+
+def error_bytes(error: RequestRejected) -> bytes:
+    """`error_body` encoded as JSON."""
+    return json.dumps(error_body(error)).encode()

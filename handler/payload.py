@@ -62,6 +62,12 @@ def parse_request(request: dict, max_texts: int = DEFAULT_MAX_TEXTS_PER_REQUEST)
     return texts_from_value(payload, max_texts)
 
 
+def is_torchserve_request(request) -> bool:
+    """Whether a batch item is a request dict from TorchServe's frontend (a body or a "data" field), not an
+    instance handed over by a request envelope (whose `format_output` wants JSON values, not bytes)."""
+    return isinstance(request, dict) and ("body" in request or "data" in request)
+
+
 def _payload_of(request: dict):
     if isinstance(request, (str, bytes, bytearray)):  # one instance unwrapped by TorchServe's "kserve" envelope
         return request

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
+
+import orjson
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -87,6 +89,11 @@ class ClassifierService:
         backend = self.backend_name
         answers = [dict(self.classifier.answer(prediction, request.options), backend=backend) for prediction in answered.predictions]
         return answers if request.wants_list else answers[0]
+
+    def json_bytes(self, answered: Answered) -> bytes:
+        """`json_answers` encoded once, compactly (what /predictions sends; orjson, ~20x faster than the
+        indented `json.dumps` TorchServe's worker applies to a handler's dicts)."""
+        return orjson.dumps(self.json_answers(answered))
 
     def close(self) -> None:
         """Refuse new batches and release the backend."""

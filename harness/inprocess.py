@@ -5,6 +5,7 @@ Used by unit tests and the in-process benchmarks; no Java, no HTTP.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -31,10 +32,12 @@ def started_handler(model_dir: str | Path, gpu_id: int | None = None, model_yaml
 
 
 def handle_batch(handler, context, payloads: list) -> tuple[list, list[tuple[int, str | None]]]:
-    """Send one TorchServe batch (one payload per request); returns responses and (status, phrase) per request."""
+    """Send one TorchServe batch (one payload per request); returns responses (decoded from the JSON bytes
+    the handler gives TorchServe) and (status, phrase) per request."""
     from ts.context import RequestProcessor
 
     context.request_processor = [RequestProcessor({}) for _ in payloads]
-    responses = handler.handle([{"body": payload} for payload in payloads], context)
+    raw = handler.handle([{"body": payload} for payload in payloads], context)
+    responses = [json.loads(response) if isinstance(response, (bytes, bytearray)) else response for response in raw]
     statuses = [context.get_response_status(i) for i in range(len(payloads))]
     return responses, statuses
