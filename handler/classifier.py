@@ -6,6 +6,7 @@ Plain numpy throughout: with the ONNX Runtime backend a worker imports neither t
 from __future__ import annotations
 
 import time
+from itertools import chain
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,13 +105,11 @@ class TextClassifier:
         size = self.backend.chunk_size or len(ids)
         for first in range(0, len(order), size):
             indices = order[first : first + size]
-            longest = max(len(ids[i]) for i in indices)
-            input_ids = np.full((len(indices), longest), self.pad_id, dtype=np.int64)
-            attention_mask = np.zeros((len(indices), longest), dtype=np.int64)
-            for row, i in enumerate(indices):
-                length = len(ids[i])
-                input_ids[row, :length] = ids[i]
-                attention_mask[row, :length] = 1
+            lengths = np.array([len(ids[i]) for i in indices])
+            attended = np.arange(lengths.max()) < lengths[:, None]
+            input_ids = np.full(attended.shape, self.pad_id, dtype=np.int64)
+            input_ids[attended] = np.fromiter(chain.from_iterable(ids[i] for i in indices), dtype=np.int64, count=int(lengths.sum()))
+            attention_mask = attended.astype(np.int64)
             token_type_ids = attention_mask * self.tokenizer.type_id  # one text per window: one segment
             yield indices, {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class BatchRecord:
-    """One batch through the service: requests, rejected ones, texts, real tokens and milliseconds per stage."""
+    """One batch through the service: requests, rejected ones, texts, real tokens and milliseconds per stage,
+    texts answered from the prediction cache and texts the model computed (tokens and stages count those)."""
 
     backend: str
     requests: int
@@ -22,6 +23,8 @@ class BatchRecord:
     tokenize_ms: float
     infer_ms: float
     total_ms: float
+    cache_hits: int = 0
+    computed: int = 0
 
 
 class MetricsSink:
@@ -59,6 +62,8 @@ class TorchServeMetrics(MetricsSink):
         self.cache.add_metric("BatchTexts", record.texts, "count", None, dims, MetricTypes.GAUGE)
         self.cache.add_metric("BatchTokens", record.tokens, "count", None, dims, MetricTypes.GAUGE)
         self.cache.add_metric("RejectedRequests", record.rejected, "count", None, dims, MetricTypes.COUNTER)
+        self.cache.add_metric("CacheHits", record.cache_hits, "count", None, dims, MetricTypes.COUNTER)
+        self.cache.add_metric("CacheMisses", record.texts - record.cache_hits, "count", None, dims, MetricTypes.COUNTER)
         self.cache.add_time("TokenizeMs", record.tokenize_ms, None, "ms", dims)
         self.cache.add_time("InferMs", record.infer_ms, None, "ms", dims)
         self.cache.add_time("HandlerMs", record.total_ms, None, "ms", dims)

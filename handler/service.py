@@ -21,10 +21,11 @@ import orjson
 from dataclasses import dataclass
 from typing import Sequence
 
-from handler.classifier import TextClassifier, TextPrediction, load_classifier
+from handler.classifier import BatchTimings, TextClassifier, TextPrediction, load_classifier
 from handler.errors import ModelNotReady, RequestRejected
 from handler.metrics import BatchRecord, MetricsSink
 from handler.payload import ParsedRequest
+from handler.prediction_cache import DEFAULT_RESPONSE_CACHE_SIZE, PredictionCache
 from handler.settings import HandlerSettings
 
 logger = logging.getLogger(__name__)
@@ -41,9 +42,11 @@ class Answered:
 class ClassifierService:
     """One loaded classifier behind every door; `close` makes it refuse with `ModelNotReady`."""
 
-    def __init__(self, classifier: TextClassifier, metrics: MetricsSink | None = None):
+    def __init__(self, classifier: TextClassifier, metrics: MetricsSink | None = None, cache_size: int = DEFAULT_RESPONSE_CACHE_SIZE):
         self.classifier = classifier
         self.metrics = metrics or MetricsSink()
+        #: predictions of recently seen texts (handler setting response_cache_size; 0: off)
+        self.cache = PredictionCache(cache_size)
         self.ready = True
         self.metrics.backend_started(self.backend_name)
 
@@ -67,7 +70,7 @@ class ClassifierService:
                     item = rejection
             checked.append(item)
         texts = [text for item in checked if isinstance(item, ParsedRequest) for text in item.texts]
-        predictions, timings = self.classifier.run(texts)
+        predictions, timings, hits = self.predictions(texts)
         results: list[Answered | RequestRejected] = []
         offset = 0
         for item in checked:
@@ -78,9 +81,24 @@ class ClassifierService:
             offset += len(item.texts)
         rejected = sum(isinstance(item, RequestRejected) for item in checked)
         total_ms = (time.perf_counter() - start) * 1000
-        self.metrics.batch_done(BatchRecord(self.backend_name, len(batch), rejected, timings.texts, timings.tokens, timings.tokenize_ms, timings.infer_ms, total_ms))
+        record = BatchRecord(
+            self.backend_name, len(batch), rejected, len(texts), timings.tokens, timings.tokenize_ms, timings.infer_ms, total_ms,
+            cache_hits=hits, computed=timings.texts,
+        )  # fmt: skip
+        self.metrics.batch_done(record)
         logger.info("batch: %d requests, %d texts, %d rejected, %.2f ms", len(batch), len(texts), rejected, total_ms)
         return results
+
+    def predictions(self, texts: list[str]) -> tuple[list[TextPrediction], BatchTimings, int]:
+        """One prediction per text: from the cache where it has one, else computed (a text sent twice in
+        one batch is computed once); the classifier's timings for what it computed, and the cache hits."""
+        found = self.cache.lookup(texts)
+        missing = list(dict.fromkeys(text for text, prediction in zip(texts, found) if prediction is None))
+        computed, timings = self.classifier.run(missing)
+        self.cache.store(missing, computed)
+        by_text = dict(zip(missing, computed))
+        predictions = [prediction if prediction is not None else by_text[text] for text, prediction in zip(texts, found)]
+        return predictions, timings, sum(prediction is not None for prediction in found)
 
     def json_answers(self, answered: Answered) -> dict | list[dict]:
         """The JSON answer of /predictions and of each KServe v1 instance: one dict per text (a list when
@@ -105,4 +123,4 @@ def load_service(model_dir, settings: HandlerSettings, gpu_id: int | None, metri
     """The service of an unpacked archive (its classifier on the first backend that runs here, loaded and
     warmed up), and the reasons the backends before it were skipped. Every door starts this way."""
     classifier, skipped = load_classifier(model_dir, settings, gpu_id)
-    return ClassifierService(classifier, metrics), skipped
+    return ClassifierService(classifier, metrics, settings.response_cache_size), skipped

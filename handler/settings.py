@@ -26,6 +26,7 @@ from handler.backends.options import (  # noqa: F401
 from handler.backends.registry import BACKEND_NAMES, backend_entry
 from handler.errors import SettingsError
 from handler.payload import DEFAULT_MAX_TEXTS_PER_REQUEST
+from handler.prediction_cache import DEFAULT_RESPONSE_CACHE_SIZE
 
 #: what happens to a text longer than max_length tokens (handler/tokenizer.py:content_windows):
 #: head keeps its beginning, tail its end, head+tail a quarter from the beginning and the rest from the end,
@@ -63,6 +64,8 @@ class HandlerSettings:
     truncation: str = "head"
     #: windows per text at most with truncation "chunks" (a longer text is cut after them, and says so)
     max_chunks: int = DEFAULT_MAX_CHUNKS
+    #: texts whose predictions the worker remembers (answers are batch-invariant; 0: off)
+    response_cache_size: int = DEFAULT_RESPONSE_CACHE_SIZE
     # one field per registry entry, named after it (tests/handler/test_backend_registry.py checks the match)
     tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
     torch_cuda: TorchCudaOptions = field(default_factory=TorchCudaOptions)
@@ -79,6 +82,8 @@ class HandlerSettings:
         checked_value("max_length", self.max_length, "optional_count")
         checked_value("max_texts_per_request", self.max_texts_per_request, "count")
         checked_value("max_chunks", self.max_chunks, "count")
+        if isinstance(self.response_cache_size, bool) or not isinstance(self.response_cache_size, int) or self.response_cache_size < 0:
+            raise SettingsError(f"handler setting response_cache_size must be a whole number >= 0 (0 turns the cache off), got {self.response_cache_size!r}")
         if self.truncation not in TRUNCATION_POLICIES:
             raise SettingsError(f"handler setting truncation must be one of {TRUNCATION_POLICIES}, got {self.truncation!r}")
         if self.max_length is not None and not 8 <= self.max_length <= 512:
@@ -131,7 +136,7 @@ class HandlerSettings:
         """The flat `handler:` section that `from_model_yaml` reads back into these settings."""
         section: dict = {
             "backend": self.backend, "max_length": self.max_length, "max_texts_per_request": self.max_texts_per_request,
-            "truncation": self.truncation, "max_chunks": self.max_chunks,
+            "truncation": self.truncation, "max_chunks": self.max_chunks, "response_cache_size": self.response_cache_size,
         }  # fmt: skip
         for key, (targets, _) in BACKEND_YAML_KEYS.items():
             backend_name, option = targets[0]

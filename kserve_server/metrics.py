@@ -4,6 +4,7 @@ The same figures TorchServe's door writes to its metrics log (handler/metrics.py
     bert_trt_active_backend{backend}            gauge, 1 for the backend that answers
     bert_trt_batch_requests / _texts / _tokens  histograms per batch
     bert_trt_rejected_requests_total            counter (4xx / INVALID_ARGUMENT answers from the service)
+    bert_trt_cache_hits_total / _misses_total   counters, texts answered from / not found in the prediction cache
     bert_trt_stage_ms{stage=tokenize|infer|total}  histogram per batch
 KServe's own request-latency histograms are on the same endpoint.
 """
@@ -30,6 +31,8 @@ class PrometheusMetrics(MetricsSink):
         self.batch_texts = Histogram("bert_trt_batch_texts", "texts per batch", labels, buckets=SIZE_BUCKETS, registry=registry)
         self.batch_tokens = Histogram("bert_trt_batch_tokens", "real (unpadded) tokens per batch", labels, buckets=TOKEN_BUCKETS, registry=registry)
         self.rejected = Counter("bert_trt_rejected_requests", "requests the service refused (bad input)", labels, registry=registry)
+        self.cache_hits = Counter("bert_trt_cache_hits", "texts answered from the prediction cache", labels, registry=registry)
+        self.cache_misses = Counter("bert_trt_cache_misses", "texts not found in the prediction cache", labels, registry=registry)
         self.stage_ms = Histogram("bert_trt_stage_ms", "milliseconds per batch and stage", [*labels, "stage"], buckets=MS_BUCKETS, registry=registry)
 
     def backend_started(self, backend: str) -> None:
@@ -41,5 +44,7 @@ class PrometheusMetrics(MetricsSink):
         self.batch_texts.labels(*labels).observe(record.texts)
         self.batch_tokens.labels(*labels).observe(record.tokens)
         self.rejected.labels(*labels).inc(record.rejected)
+        self.cache_hits.labels(*labels).inc(record.cache_hits)
+        self.cache_misses.labels(*labels).inc(record.texts - record.cache_hits)
         for stage, milliseconds in (("tokenize", record.tokenize_ms), ("infer", record.infer_ms), ("total", record.total_ms)):
             self.stage_ms.labels(*labels, stage).observe(milliseconds)

@@ -139,11 +139,14 @@ def test_register_is_refused_while_model_api_is_off(torchserve):
 def test_a_text_gets_the_same_answer_alone_and_inside_any_batch(torchserve):
     """Batch invariance of the shipped CPU path (calibrated int8): the same text, alone and batched with
     short and long neighbours by TorchServe, gets probabilities within 1e-4."""
-    text = "the room was fine but the breakfast was cold and the staff seemed tired"
-    alone = torchserve.predict(text).json()["probabilities"]
+    base = "the room was fine but the breakfast was cold and the staff seemed tired"
+    alone = torchserve.predict(base).json()["probabilities"]
     neighbours = ["ok", "terrible " * 60, "great value, would buy again", "x", "a medium length sentence about a parcel"] * 3
-    for round_ in range(3):
-        payloads = neighbours[round_:] + [text] + neighbours[:round_]
+    # the prediction cache remembers what it answered: each round sends texts it has not seen, `base` spelt
+    # with the same tokens, so that every one of them is computed inside the batch
+    for round_, text in enumerate([base + " ", " " + base, base + "\n"]):
+        fresh = [f"{neighbour} {round_}-{index}" for index, neighbour in enumerate(neighbours)]
+        payloads = fresh[round_:] + [text] + fresh[:round_]
         responses = _post_all(torchserve, payloads, workers=len(payloads))
         answer = responses[payloads.index(text)].json()["probabilities"]
         assert max(abs(answer[label] - alone[label]) for label in alone) <= 1e-4, (alone, answer)

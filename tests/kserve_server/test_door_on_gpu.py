@@ -30,7 +30,7 @@ def gpu_service(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("door_gpu")
     random_family_checkpoint("bert", model_dir / layout.CHECKPOINT_DIR)
     ModelSpec(id2label=dict(enumerate(LABELS)), max_length=64).save(model_dir)
-    service, _ = load_service(model_dir, HandlerSettings(backend="torch_cuda"), gpu_id=0)
+    service, _ = load_service(model_dir, HandlerSettings(backend="torch_cuda", response_cache_size=0), gpu_id=0)  # every answer computed
     assert service.backend_name == "torch_cuda" and service.classifier.backend.use_graphs
     yield service
     service.close()
