@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> MarRequest:
     parser.add_argument("--max-length", type=int, help="truncate texts to this many tokens (default: the spec's, 128)")
     parser.add_argument("--truncation", choices=TRUNCATION_POLICIES, default=defaults.truncation, help="what a longer text keeps (README)")
     parser.add_argument("--max-chunks", type=int, default=defaults.max_chunks, help="windows per text at most with --truncation chunks")
+    parser.add_argument("--max-batch-tokens", type=int, default=defaults.max_batch_tokens, help="padded tokens per backend call at most (0: no bound)")
+    parser.add_argument("--response-cache-size", type=int, default=defaults.response_cache_size, help="texts whose predictions a worker remembers (0: off)")
     parser.add_argument("--num-threads", type=int, help="CPU threads per worker (default: cores / minWorkers)")
     parser.add_argument("--onnx-int8", action=argparse.BooleanOptionalAction, default=defaults.onnxruntime.int8, help="onnxruntime runs model.int8.onnx when the archive has it")
     parser.add_argument("--onnx-spinning", action=argparse.BooleanOptionalAction, default=defaults.onnxruntime.spinning, help="ONNX Runtime threads spin while idle")
@@ -55,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> MarRequest:
         max_length=args.max_length,
         truncation=args.truncation,
         max_chunks=args.max_chunks,
+        max_batch_tokens=args.max_batch_tokens or None,
+        response_cache_size=args.response_cache_size,
         onnxruntime=OnnxRuntimeOptions(int8=args.onnx_int8, spinning=args.onnx_spinning, **cpu),
         torch_cpu=TorchCpuOptions(**cpu),
     )

@@ -74,7 +74,7 @@ class TextClassifier:
 
     def __init__(
         self, tokenizer: FastTokenizer, backend: Backend, spec: ModelSpec, max_length: int | None = None,
-        truncation: str = "head", max_chunks: int = 1,
+        truncation: str = "head", max_chunks: int = 1, max_batch_tokens: int | None = None,
     ):  # fmt: skip
         self.tokenizer = tokenizer
         self.backend = backend
@@ -85,6 +85,8 @@ class TextClassifier:
         self.pad_id = tokenizer.pad_id
         self.truncation = truncation
         self.max_chunks = max_chunks
+        #: padded tokens (windows x longest window) one backend call may hold; None: only the count bounds it
+        self.max_batch_tokens = max_batch_tokens
 
     def encode(self, texts: list[str]) -> EncodedTexts:
         """Tokenize all texts in one call into windows of at most max_length tokens (the truncation policy)."""
@@ -98,13 +100,13 @@ class TextClassifier:
         """Sort the windows by length and yield (indices, padded inputs) chunks.
 
         Each chunk is padded only to its own longest window, so short texts never pay for a long
-        one; a chunk holds at most `backend.chunk_size` windows (None: all of them).
+        one; a chunk holds at most `backend.chunk_size` windows (None: all of them) and at most
+        `max_batch_tokens` padded tokens (windows x its longest window; None: no bound), so a long text
+        never drags a chunk of short ones to its length (a window longer than the budget runs alone).
         """
         ids = encoded.input_ids
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        size = self.backend.chunk_size or len(ids)
-        for first in range(0, len(order), size):
-            indices = order[first : first + size]
+        for indices in self.chunk_plan([len(ids[i]) for i in order], order):
             lengths = np.array([len(ids[i]) for i in indices])
             attended = np.arange(lengths.max()) < lengths[:, None]
             input_ids = np.full(attended.shape, self.pad_id, dtype=np.int64)
@@ -112,6 +114,22 @@ class TextClassifier:
             attention_mask = attended.astype(np.int64)
             token_type_ids = attention_mask * self.tokenizer.type_id  # one text per window: one segment
             yield indices, {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+
+    def chunk_plan(self, sorted_lengths: list[int], order: list[int]) -> list[list[int]]:
+        """`order` (window indices sorted by length, `sorted_lengths` theirs) cut into backend calls under
+        the count bound and the padded-token budget."""
+        size = self.backend.chunk_size or len(order)
+        budget = self.max_batch_tokens
+        plan: list[list[int]] = []
+        current: list[int] = []
+        for index, length in zip(order, sorted_lengths):
+            if current and (len(current) >= size or (budget and (len(current) + 1) * length > budget)):
+                plan.append(current)
+                current = []
+            current.append(index)
+        if current:
+            plan.append(current)
+        return plan
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """Float32 logits [len(texts), num_labels], in the order of `texts` (averaged over a text's windows)."""
@@ -198,4 +216,5 @@ def load_classifier(model_dir: str | Path, settings: HandlerSettings, gpu_id: in
     spec = ModelSpec.load(model_dir)
     tokenizer = load_tokenizer(model_dir)
     backend, skipped = choose_backend(settings, model_dir, spec, gpu_id=gpu_id, tokenizer_size=len(tokenizer))
-    return TextClassifier(tokenizer, backend, spec, settings.max_length, settings.truncation, settings.max_chunks), skipped
+    classifier = TextClassifier(tokenizer, backend, spec, settings.max_length, settings.truncation, settings.max_chunks, settings.max_batch_tokens)
+    return classifier, skipped

@@ -33,6 +33,8 @@ from handler.prediction_cache import DEFAULT_RESPONSE_CACHE_SIZE
 #: chunks classifies overlapping windows over all of it (at most max_chunks) and averages their probabilities
 TRUNCATION_POLICIES = ("head", "tail", "head+tail", "chunks")
 DEFAULT_MAX_CHUNKS = 8
+#: measured on the H200 with the default model (bench/gpu_host_path.py, README "GPU")
+DEFAULT_MAX_BATCH_TOKENS = 4096
 #: flat model-config.yaml key -> the (backend, option) pairs it sets, and its kind
 BACKEND_YAML_KEYS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
     "num_threads": ((("torch_cpu", "num_threads"), ("onnxruntime", "num_threads")), "optional_count"),
@@ -64,6 +66,9 @@ class HandlerSettings:
     truncation: str = "head"
     #: windows per text at most with truncation "chunks" (a longer text is cut after them, and says so)
     max_chunks: int = DEFAULT_MAX_CHUNKS
+    #: padded tokens (windows x the longest window) one backend call may hold, so that a long text never drags
+    #: short ones to its length (text-embeddings-inference's --max-batch-tokens); None: only the count bounds it
+    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS
     #: texts whose predictions the worker remembers (answers are batch-invariant; 0: off)
     response_cache_size: int = DEFAULT_RESPONSE_CACHE_SIZE
     # one field per registry entry, named after it (tests/handler/test_backend_registry.py checks the match)
@@ -82,6 +87,7 @@ class HandlerSettings:
         checked_value("max_length", self.max_length, "optional_count")
         checked_value("max_texts_per_request", self.max_texts_per_request, "count")
         checked_value("max_chunks", self.max_chunks, "count")
+        checked_value("max_batch_tokens", self.max_batch_tokens, "optional_count")
         if isinstance(self.response_cache_size, bool) or not isinstance(self.response_cache_size, int) or self.response_cache_size < 0:
             raise SettingsError(f"handler setting response_cache_size must be a whole number >= 0 (0 turns the cache off), got {self.response_cache_size!r}")
         if self.truncation not in TRUNCATION_POLICIES:
@@ -136,7 +142,7 @@ class HandlerSettings:
         """The flat `handler:` section that `from_model_yaml` reads back into these settings."""
         section: dict = {
             "backend": self.backend, "max_length": self.max_length, "max_texts_per_request": self.max_texts_per_request,
-            "truncation": self.truncation, "max_chunks": self.max_chunks, "response_cache_size": self.response_cache_size,
+            "truncation": self.truncation, "max_chunks": self.max_chunks, "response_cache_size": self.response_cache_size, "max_batch_tokens": self.max_batch_tokens,
         }  # fmt: skip
         for key, (targets, _) in BACKEND_YAML_KEYS.items():
             backend_name, option = targets[0]

@@ -126,3 +126,44 @@ def test_chunked_texts_average_their_windows_probabilities_in_order(tiny_checkpo
         np.testing.assert_allclose(prediction.probabilities, softmax(window_logits).mean(axis=0), atol=1e-9)
         assert prediction.windows == len(text.windows) and prediction.tokens == text.tokens
     assert predictions[1].windows > 1 and predictions[0].windows == predictions[2].windows == 1
+
+
+# ---- token-budget chunks (TextClassifier.chunk_plan) -------------------------------------------------
+
+
+class SizedBackend:
+    def __init__(self, chunk_size):
+        self.chunk_size = chunk_size
+        self.max_sequence_length = None
+
+
+def planned(lengths, chunk_size=None, max_batch_tokens=None):
+    from types import SimpleNamespace
+
+    from handler.classifier import TextClassifier
+
+    tokenizer = SimpleNamespace(pad_id=0, type_id=0)
+    spec = SimpleNamespace(max_length=512, labels=["a", "b"], multi_label=False)
+    classifier = TextClassifier(tokenizer, SizedBackend(chunk_size), spec, max_batch_tokens=max_batch_tokens)
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [[lengths[i] for i in chunk] for chunk in classifier.chunk_plan([lengths[i] for i in order], order)]
+
+
+def test_a_long_text_never_drags_a_chunk_of_short_ones_to_its_length():
+    lengths = [20] * 63 + [128]
+    assert planned(lengths) == [sorted(lengths)]  # no budget: one call padded to 128 (8,192 tokens)
+    assert planned(lengths, max_batch_tokens=4096) == [[20] * 63, [128]]  # 1,260 + 128 tokens
+
+
+def test_every_chunk_keeps_within_the_count_and_the_token_budget():
+    import random
+
+    rng = random.Random(3)
+    for _ in range(200):
+        lengths = [rng.randint(3, 300) for _ in range(rng.randint(1, 90))]
+        budget, size = rng.choice([None, 256, 1000, 4096]), rng.choice([None, 8, 32])
+        plan = planned(lengths, size, budget)
+        assert sorted(length for chunk in plan for length in chunk) == sorted(lengths)  # every window once
+        for chunk in plan:
+            assert size is None or len(chunk) <= size
+            assert budget is None or len(chunk) == 1 or len(chunk) * max(chunk) <= budget
