@@ -22,6 +22,8 @@ class KServeServer:
     #: host:port of the OIP gRPC door (None: started with --no-grpc)
     grpc_address: str | None
     log: Path
+    #: the server's process (with --workers, the supervisor)
+    pid: int
 
 
 @contextmanager
@@ -38,7 +40,7 @@ def running_kserve(mar: Path, workdir: Path, model_name: str = "bert_trt", grpc:
     url = f"http://127.0.0.1:{http_port}"
     try:
         wait_until_ready(process, f"{url}/v2/models/{model_name}/ready", log, timeout=timeout)
-        yield KServeServer(model_name, url, None if grpc_port is None else f"127.0.0.1:{grpc_port}", log)
+        yield KServeServer(model_name, url, None if grpc_port is None else f"127.0.0.1:{grpc_port}", log, process.pid)
     finally:
         process.terminate()
         try:

@@ -1,6 +1,7 @@
 """Serve a bert_trt .mar with KServe's model server: v1 and v2 REST, and v2 (OIP) gRPC.
 
     python -m kserve_server --mar model_store/bert_trt.mar [--http-port 8080] [--grpc-port 8081] [--model-name bert_trt]
+    python -m kserve_server --mar ... --gpu-id 0 --workers 4     # four processes on the same ports (workers.py)
 
 The archive is unpacked into --unpack-dir (default: a temporary folder) and served with the settings in its
 model-config.yaml (the handler section; batchSize becomes the batcher's texts per batch). No token:
@@ -49,11 +50,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-delay-ms", type=float, default=BatchingSettings.max_delay_ms, help="wait this long for a fuller batch (0: never)")
     parser.add_argument("--max-queued-texts", type=int, default=BatchingSettings.max_queued_texts,
                         help="texts that may wait for a batch; beyond, requests get 503 / UNAVAILABLE at once")
+    parser.add_argument("--workers", type=int, default=1, help="server processes on the same ports, each with its own model "
+                        "(default 1; a GPU needs several to stay busy: README \"GPU\")")
+    parser.add_argument("--share-ports", action="store_true", help=argparse.SUPPRESS)  # set by the supervisor for its workers
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.workers > 1:
+        from kserve_server.workers import WorkerSupervisor
+
+        status = WorkerSupervisor(sys.argv[1:] if argv is None else argv, args.workers, args.unpack_dir).run()
+        if status:
+            sys.exit(status)
+        return
     # kserve parses sys.argv itself when imported (argparse with abbreviations: our --work would be read as
     # its --workers): it must see none of our options
     sys.argv = sys.argv[:1]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     work = args.unpack_dir or Path(tempfile.mkdtemp(prefix="bert_trt_kserve_"))
     model_dir = unpacked_mar(args.mar, work)
@@ -69,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from kserve_server.server import serve
 
-    serve(model, args.host, args.http_port, None if args.no_grpc else args.grpc_port)
+    serve(model, args.host, args.http_port, None if args.no_grpc else args.grpc_port, share_ports=args.share_ports)
 
 
 if __name__ == "__main__":

@@ -48,14 +48,18 @@ class RejectionToStatusInterceptor(ExceptionToStatusInterceptor):
         await super().handle_exception(ex, request_or_iterator, context, method_name)
 
 
-def grpc_server(server, host: str, port: int) -> aio.Server:
+def grpc_server(server, host: str, port: int, share_port: bool = False) -> aio.Server:
     """An asyncio gRPC server answering the OIP v2 service of KServe's `ModelServer` `server` on host:port
-    (not started). Raises `RuntimeError` when the port cannot be bound."""
+    (not started). Raises `RuntimeError` when the port cannot be bound; `share_port`: other worker
+    processes bind it too (SO_REUSEPORT), else a port already taken is an error."""
     servicer = InferenceServicer(server.dataplane, server.model_repository_extension)
     grpc = aio.server(
         futures.ThreadPoolExecutor(max_workers=4),
         interceptors=(RejectionToStatusInterceptor(),),
-        options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", int(share_port)),
+        ],  # fmt: skip
     )
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, grpc)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

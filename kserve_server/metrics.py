@@ -26,7 +26,8 @@ class PrometheusMetrics(MetricsSink):
     def __init__(self, model: str, registry: CollectorRegistry = REGISTRY):
         self.model = model
         labels = ["model", "backend"]
-        self.active_backend = Gauge("bert_trt_active_backend", "1 for the backend that answers", labels, registry=registry)
+        # one series per live worker process when several serve (kserve_server/workers.py): a "pid" label is added
+        self.active_backend = Gauge("bert_trt_active_backend", "1 for the backend that answers", labels, registry=registry, multiprocess_mode="liveall")
         self.batch_requests = Histogram("bert_trt_batch_requests", "requests per batch", labels, buckets=SIZE_BUCKETS, registry=registry)
         self.batch_texts = Histogram("bert_trt_batch_texts", "texts per batch", labels, buckets=SIZE_BUCKETS, registry=registry)
         self.batch_tokens = Histogram("bert_trt_batch_tokens", "real (unpadded) tokens per batch", labels, buckets=TOKEN_BUCKETS, registry=registry)
