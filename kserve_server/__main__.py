@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="texts that may wait for a batch; beyond, requests get 503 / UNAVAILABLE at once")
     parser.add_argument("--workers", type=int, default=1, help="server processes on the same ports, each with its own model "
                         "(default 1; a GPU needs several to stay busy: README \"GPU\")")
-    parser.add_argument("--share-ports", action="store_true", help=argparse.SUPPRESS)  # set by the supervisor for its workers
+    # set by the supervisor for its workers: share the ports, and divide the CPU threads among this many
+    parser.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.workers > 1:
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     model_dir = unpacked_mar(args.mar, work)
     config_path = model_dir / layout.MODEL_CONFIG_FILE
     model_yaml = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-    settings = HandlerSettings.from_model_yaml(model_yaml).for_workers(1)
+    settings = HandlerSettings.from_model_yaml(model_yaml).for_workers(args.worker_of or 1)
     in_flight = args.max_in_flight or (GPU_MAX_IN_FLIGHT if args.gpu_id is not None else BatchingSettings.max_in_flight)
     batching = BatchingSettings(int(model_yaml.get("batchSize", BatchingSettings.max_batch_texts)), in_flight, args.max_delay_ms, args.max_queued_texts)
     from kserve_server.model import BertClassifierModel
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from kserve_server.server import serve
 
-    serve(model, args.host, args.http_port, None if args.no_grpc else args.grpc_port, share_ports=args.share_ports)
+    serve(model, args.host, args.http_port, None if args.no_grpc else args.grpc_port, share_ports=args.worker_of is not None)
 
 
 if __name__ == "__main__":

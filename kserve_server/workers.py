@@ -33,9 +33,9 @@ RESTART_BACKOFF_S = 5.0
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def worker_command(argv: list[str], index: int, unpack_root: Path) -> list[str]:
-    """The command line of worker `index`: our own arguments without --workers / --unpack-dir, plus the
-    flag that makes it share its ports and a folder of its own for the unpacked archive."""
+def worker_command(argv: list[str], index: int, count: int, unpack_root: Path) -> list[str]:
+    """The command line of worker `index` of `count`: our own arguments without --workers / --unpack-dir,
+    plus the flag that makes it share its ports (and its CPU threads), and a folder of its own for the archive."""
     kept: list[str] = []
     skip = False
     for argument in argv:
@@ -47,7 +47,7 @@ def worker_command(argv: list[str], index: int, unpack_root: Path) -> list[str]:
             skip = "=" not in argument
             continue
         kept.append(argument)
-    return [sys.executable, "-m", "kserve_server", *kept, "--share-ports", "--unpack-dir", str(unpack_root / f"worker{index}")]
+    return [sys.executable, "-m", "kserve_server", *kept, "--worker-of", str(count), "--unpack-dir", str(unpack_root / f"worker{index}")]
 
 
 class WorkerSupervisor:
@@ -66,7 +66,7 @@ class WorkerSupervisor:
     def start_worker(self, index: int) -> None:
         """Start (or restart) worker `index`."""
         environment = {**os.environ, MULTIPROCESS_DIR_VARIABLE: str(self.metrics_dir)}
-        process = subprocess.Popen(worker_command(self.argv, index, self.unpack_root), env=environment)
+        process = subprocess.Popen(worker_command(self.argv, index, self.count, self.unpack_root), env=environment)
         self.processes[index] = (process, time.monotonic())
         logger.info("started worker %d (pid %d)", index, process.pid)
 
