@@ -181,8 +181,9 @@ class TextClassifier:
         """The response for one text: best label and score, every label's probability, how the text was
         read (tokens, truncated, chunks), and what `options` ask for (top_k, logits, multi-label labels)."""
         labels = self.labels
-        probabilities = [round(p, 6) for p in prediction.probabilities.tolist()]
-        best = int(np.argmax(prediction.probabilities))
+        exact = prediction.probabilities.tolist()
+        probabilities = [round(p, 6) for p in exact]
+        best = max(range(len(exact)), key=exact.__getitem__)  # the first of equal maxima, as argmax
         answer = {
             "label": labels[best],
             "score": probabilities[best],

@@ -86,7 +86,7 @@ class ClassifierService:
             cache_hits=hits, computed=timings.texts,
         )  # fmt: skip
         self.metrics.batch_done(record)
-        logger.info("batch: %d requests, %d texts, %d rejected, %.2f ms", len(batch), len(texts), rejected, total_ms)
+        logger.info("batch: %d requests, %d texts, %d rejected, %.2f ms (infer %.2f ms)", len(batch), len(texts), rejected, total_ms, timings.infer_ms)
         return results
 
     def predictions(self, texts: list[str]) -> tuple[list[TextPrediction], BatchTimings, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,10 +134,11 @@ class WordPieceFastPath:
     combining mark that survives normalization). Safe from several threads: its tables only grow, and an
     entry computed twice is computed the same."""
 
-    def __init__(self, tokenizer, lowercase: bool, strips_accents: bool, added_tokens: list[str]):
+    def __init__(self, tokenizer, strips_accents: bool, added_tokens: list[str]):
         self.model = tokenizer.model
-        self.lowercase = lowercase
-        self.added_tokens = [token.lower() if lowercase else token for token in added_tokens]
+        # conservative: a text with an added token in any letter case, before or after normalization, goes to the
+        # library (which knows which of them match)
+        self.added_pattern = re.compile("|".join(map(re.escape, added_tokens)), re.IGNORECASE) if added_tokens else None
         self.characters = NormalizedCharacters(tokenizer.normalizer, tokenizer.pre_tokenizer, strips_accents)
         self.known_punctuation: frozenset[str] = frozenset()
         self.words = re.compile(self.word_pattern(frozenset()))
@@ -153,7 +155,7 @@ class WordPieceFastPath:
         lowercase = bool(normalizer.get("lowercase", True))
         strip_accents = normalizer.get("strip_accents")
         added = [token["content"] for token in config.get("added_tokens") or []]
-        return cls(tokenizer, lowercase, lowercase if strip_accents is None else bool(strip_accents), added)
+        return cls(tokenizer, lowercase if strip_accents is None else bool(strip_accents), added)
 
     @staticmethod
     def word_pattern(punctuation: frozenset[str]) -> str:
@@ -163,24 +165,27 @@ class WordPieceFastPath:
 
     def ids(self, text: str) -> list[int] | None:
         """Token ids of a text, special tokens excluded (the library's `add_special_tokens=False`), or None."""
-        folded = text.lower() if self.lowercase else text
-        if any(token in folded for token in self.added_tokens):
+        if self.added_pattern is not None and self.added_pattern.search(text):
             return None
         normalized = text.translate(self.characters)
-        if NEEDS_LIBRARY in normalized:
+        if NEEDS_LIBRARY in normalized or (self.added_pattern is not None and self.added_pattern.search(normalized)):
             return None
         if len(self.characters.punctuation) != len(self.known_punctuation):
             self.known_punctuation = frozenset(self.characters.punctuation)
             self.words = re.compile(self.word_pattern(self.known_punctuation))
-        ids: list[int] = []
-        pieces = self.pieces
-        for word in self.words.findall(normalized):
-            word_ids = pieces.get(word)
-            if word_ids is None:
-                word_ids = [token.id for token in self.model.tokenize(word)]
-                if len(pieces) < WORD_CACHE_LIMIT:
-                    pieces[word] = word_ids
-            ids.extend(word_ids)
+        words = self.words.findall(normalized)
+        found = list(map(self.pieces.get, words))  # one C-level loop over the remembered words
+        if None in found:
+            for index, word in enumerate(words):
+                if found[index] is None:
+                    found[index] = self.word_ids(word)
+        return list(chain.from_iterable(found))
+
+    def word_ids(self, word: str) -> list[int]:
+        """WordPiece ids of one pre-tokenized word (remembered while the cache has room)."""
+        ids = [token.id for token in self.model.tokenize(word)]
+        if len(self.pieces) < WORD_CACHE_LIMIT:
+            self.pieces[word] = ids
         return ids
 
 

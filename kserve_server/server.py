@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 
 from handler.errors import RequestRejected
 from handler.http_status import error_body, http_status
+from kserve_server.fast_door import FastPredictDoor
 from kserve_server.workers import merged_metrics_enabled
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def serve(model, host: str, http_port: int, grpc_port: int | None = None, access
         logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension, http_port, workers=1)
     rest.config.host = host
+    rest.config.app = FastPredictDoor(app, model)  # v1 predict answered in front of KServe's app (fast_door.py)
     if merged_metrics_enabled():  # ahead of KServe's own /metrics route, which shows one process only
         app.router.routes.insert(0, APIRoute("/metrics", merged_metrics, methods=["GET"]))
 
