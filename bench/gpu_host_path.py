@@ -250,7 +250,10 @@ def build_archives(checkpoint: Path, store: Path, baseline_tree: Path | None, ta
     import build_mar
     from export.mar import build_mar as build_archive
 
-    build_archive(build_mar.parse_args(["--checkpoint", str(checkpoint), "--out", str(store), "--model-name", "bert_trt", "--target", target]))
+    # the prediction cache off: a benchmark cycling through the test texts would otherwise measure cache hits
+    # (the cache has its own figures in the in-process stage); the baseline has no cache
+    build_archive(build_mar.parse_args(["--checkpoint", str(checkpoint), "--out", str(store), "--model-name", "bert_trt", "--target", target,
+                                        "--response-cache-size", "0"]))  # fmt: skip
     archives = {"ours": "bert_trt.mar"}
     if baseline_tree:
         command = [sys.executable, "build_mar.py", "--checkpoint", str(checkpoint), "--out", str(store), "--model-name", "baseline", "--target", target]
@@ -385,6 +388,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/host_path"))
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_results")))
     parser.add_argument("--quick", action="store_true", help="CPU, 128 texts, one pass, 1-s levels (a smoke run)")
+    parser.add_argument("--kserve-workers", type=int, nargs="+", help=f"server processes to try (default {KSERVE_WORKERS})")
+    parser.add_argument("--torchserve-configs", nargs="+", help="workers x batchSize x maxBatchDelay to try, e.g. 4x64x1")
+    parser.add_argument("--concurrency", type=int, nargs="+", help="loaded levels (default 256 512 768; c1 always runs)")
     args = parser.parse_args()
     import torch
 
@@ -395,6 +401,7 @@ def main() -> None:
     passes, seconds, concurrency, processes = (1, 1.0, [16], 1) if args.quick else (5, 5.0, [256, 512, 768], 4)
     if args.quick:
         texts = texts[:128]
+    concurrency = args.concurrency or concurrency
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     if args.checkpoint:
@@ -420,10 +427,12 @@ def main() -> None:
     if {"torchserve", "kserve"} & set(args.stages):
         archives = build_archives(checkpoint, store, baseline_tree if "torchserve" in args.stages else None, "gpu" if gpu else "cpu")
     if "torchserve" in args.stages:
-        configs = [(1, 16, 1)] if args.quick else TORCHSERVE_CONFIGS
+        configs = [tuple(int(part) for part in config.split("x")) for config in args.torchserve_configs] if args.torchserve_configs else None
+        configs = configs or ([(1, 16, 1)] if args.quick else TORCHSERVE_CONFIGS)
         torchserve_stage(store, archives, texts, gpu, seconds, concurrency, processes, configs, work, report)
     if "kserve" in args.stages:
-        kserve_stage(store / archives["ours"], texts, gpu, seconds, concurrency, processes, [1, 2] if args.quick else KSERVE_WORKERS, work, report)
+        workers = args.kserve_workers or ([1, 2] if args.quick else KSERVE_WORKERS)
+        kserve_stage(store / archives["ours"], texts, gpu, seconds, concurrency, processes, workers, work, report)
     report_path.write_text(json.dumps(report, indent=1))
     rows = [{"stage": "torchserve", **row} for row in report.get("torchserve_rows", [])] + [{"stage": "kserve", **row} for row in report.get("kserve_rows", [])]
     if rows:

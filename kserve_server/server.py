@@ -45,11 +45,14 @@ async def merged_metrics(request: Request) -> Response:
 
 def shared_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket that other processes may bind too (SO_REUSEPORT: the kernel spreads
-    connections across them)."""
+    connections across them), with TCP_NODELAY for the connections it accepts."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # accepted connections inherit it: a reply's headers and body go out at once, never held back by Nagle's
+    # algorithm until the client's delayed ACK (40 ms per request, measured before this line existed)
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         listener.bind((host, port))
     except OSError as error:
