@@ -59,16 +59,17 @@ docker-image: setup $(MAR)  ## the CPU image of the default model (local deboots
 	docker/build.sh --local-base
 
 GPU_MAR := model_store/gpu/bert_trt.mar
-gpu-mar: $(GPU_MAR)  ## the GPU-shaped archive: fp32 model.onnx for the engine build, 4 workers x batch 64 x 10 ms
+gpu-mar: $(GPU_MAR)  ## the GPU-shaped archive: fp32 model.onnx for the engine build, 4 workers x batch 64 x 1 ms
 $(GPU_MAR): $(EXPORT_DIR)/model.onnx $(shell find handler -name '*.py') build_mar.py export/mar.py
 	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --export-dir $(EXPORT_DIR) --out model_store/gpu --no-onnx-int8 --target gpu
 
 docker-image-gpu: setup $(GPU_MAR)  ## the GPU image (NVIDIA's TensorRT base from nvcr.io: needs that registry)
 	docker/build.sh --gpu
 
-bench-mars: $(MAR)  ## archives the benchmarks compare: stock-style baseline, 2-worker bert_trt
+bench-mars: $(MAR)  ## archives the benchmarks compare: stock-style baseline, bert_trt without its cache, 2-worker bert_trt
 	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --handler bench/stock_handler.py --model-name bert_stock
-	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --export-dir $(EXPORT_DIR) --model-name bert_trt_w2 --min-workers 2 --max-workers 2
+	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --export-dir $(EXPORT_DIR) --model-name bert_trt_nocache --response-cache-size 0
+	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --export-dir $(EXPORT_DIR) --model-name bert_trt_w2 --min-workers 2 --max-workers 2 --response-cache-size 0
 
 bench: setup bench-mars  ## the CPU benchmark suite (tens of minutes); results in bench_results/
 	$(BIN)/python -m bench.inprocess_cpu

@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> MarRequest:
         "--target", choices=SERVING_TARGETS, help="whose TorchServe defaults below apply (default: gpu when --engine is given, else cpu)"
     )
     parser.add_argument("--batch-size", type=int, help="TorchServe batchSize (cpu: 32, gpu: 64)")
-    parser.add_argument("--max-batch-delay", type=int, help="TorchServe maxBatchDelay in ms (cpu: 1, gpu: 10)")
+    parser.add_argument("--max-batch-delay", type=int, help="TorchServe maxBatchDelay in ms (cpu: 1, gpu: 1)")
     parser.add_argument("--min-workers", type=int, help="cpu: 2, gpu: 4")
     parser.add_argument("--max-workers", type=int, help="cpu: 2, gpu: 4")
     parser.add_argument("--response-timeout", type=int, help="seconds a batch may take")

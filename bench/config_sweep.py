@@ -39,7 +39,7 @@ def main() -> None:
     _, texts = read_labelled_csv(args.test_csv)
     configs = []
     for batch, delay, workers in itertools.product(args.batch_sizes, args.delays, args.workers):
-        mar = "bert_trt.mar" if workers == 1 else f"bert_trt_w{workers}.mar"
+        mar = "bert_trt_nocache.mar" if workers == 1 else f"bert_trt_w{workers}.mar"  # make bench-mars: the cache off
         if not (args.store / mar).is_file():
             sys.exit(f"missing {args.store / mar}: run `make bench-mars`")
         configs.append(Config("bert_trt", mar, batch, delay, workers))

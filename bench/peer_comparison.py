@@ -138,7 +138,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=shipped.batch_size)
     parser.add_argument("--max-batch-delay", type=int, default=shipped.max_batch_delay_ms)
     parser.add_argument("--triton-delay-ms", type=float, default=5, help="Triton's max_queue_delay")
-    parser.add_argument("--ours-mar", default="bert_trt.mar", help="archive measured as ours (e.g. bert_trt_w2.mar)")
+    parser.add_argument("--ours-mar", default="bert_trt_nocache.mar",
+                        help="archive measured as ours (make bench-mars: the shipped one with its prediction cache off, as the peers have none)")
     parser.add_argument("--ours-workers", type=int, default=shipped.min_workers)
     parser.add_argument("--kserve-in-flight", type=int, default=BatchingSettings.max_in_flight, help="the KServe server's batches computed at once")
     parser.add_argument("--skip-stock", action="store_true")
@@ -146,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     if not TRITON_PYTHON.is_file():
         sys.exit("no Triton environment: run `make bench-triton-env`")
-    for mar in ("bert_trt.mar", "bert_stock.mar"):
+    for mar in ("bert_trt.mar", args.ours_mar, "bert_stock.mar"):
         if not (args.store / mar).is_file():
             sys.exit(f"missing {args.store / mar}: run `make mar bench-mars`")
 

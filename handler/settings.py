@@ -33,8 +33,9 @@ from handler.prediction_cache import DEFAULT_RESPONSE_CACHE_SIZE
 #: chunks classifies overlapping windows over all of it (at most max_chunks) and averages their probabilities
 TRUNCATION_POLICIES = ("head", "tail", "head+tail", "chunks")
 DEFAULT_MAX_CHUNKS = 8
-#: measured on the H200 with the default model (bench/gpu_host_path.py, README "GPU")
-DEFAULT_MAX_BATCH_TOKENS = 4096
+#: a batch of 64 windows at max_length 128 is never split (the default model: no bound measured no faster on the
+#: H200, bench/results/h200_host_path/); a model with max_length 512 gets a long text's window in a call of its own
+DEFAULT_MAX_BATCH_TOKENS = 8192
 #: flat model-config.yaml key -> the (backend, option) pairs it sets, and its kind
 BACKEND_YAML_KEYS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
     "num_threads": ((("torch_cpu", "num_threads"), ("onnxruntime", "num_threads")), "optional_count"),

@@ -128,3 +128,12 @@ def test_torchserve_runtime_storage_layout_serves_kserve_v1_bodies(tiny_model_st
     finally:
         if server.stop():
             server.kill()
+
+
+def test_the_gpu_predictor_runs_8_server_processes_with_a_core_and_more_each():
+    """README "KServe": the GPU manifest runs `--workers 8` (one Python process cannot feed a GPU)."""
+    (gpu,) = [doc for _, doc in documents() if doc.get("metadata", {}).get("name") == "bert-trt-gpu"]
+    container = gpu["spec"]["predictor"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("--workers") + 1] == "8" and "--gpu-id" in args
+    assert int(container["resources"]["requests"]["cpu"]) >= 8 + 2  # a core per worker, and room for batching threads

@@ -70,5 +70,5 @@ def test_build_mar_picks_gpu_defaults_with_an_engine_or_when_told_and_keeps_what
     assert parse_args([]).torchserve == TorchServeSettings()
     assert parse_args(["--engine", "model.plan"]).torchserve == GPU_TARGET_SETTINGS
     chosen = parse_args(["--target", "gpu", "--min-workers", "8", "--max-workers", "8"]).torchserve
-    assert (chosen.min_workers, chosen.max_workers, chosen.batch_size, chosen.max_batch_delay_ms) == (8, 8, 64, 10)
+    assert (chosen.min_workers, chosen.max_workers, chosen.batch_size, chosen.max_batch_delay_ms) == (8, 8, 64, 1)
     assert parse_args(["--engine", "model.plan", "--target", "cpu"]).torchserve == TorchServeSettings()

@@ -167,3 +167,11 @@ def test_every_chunk_keeps_within_the_count_and_the_token_budget():
         for chunk in plan:
             assert size is None or len(chunk) <= size
             assert budget is None or len(chunk) == 1 or len(chunk) * max(chunk) <= budget
+
+
+def test_the_default_budget_never_splits_a_batch_of_64_at_max_length_128_but_isolates_a_512_token_window():
+    from handler.settings import DEFAULT_MAX_BATCH_TOKENS, HandlerSettings
+
+    assert HandlerSettings().max_batch_tokens == DEFAULT_MAX_BATCH_TOKENS == 8192
+    assert planned([128] * 64, 128, DEFAULT_MAX_BATCH_TOKENS) == [[128] * 64]
+    assert planned([40] * 63 + [512], 128, DEFAULT_MAX_BATCH_TOKENS) == [[40] * 63, [512]]
