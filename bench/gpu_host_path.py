@@ -44,7 +44,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 
-from bench.http_load import kserve_v1_target, run_http_level, torchserve_http_target
+from bench.http_load import kserve_v1_target, run_http_level
 from handler.metrics import MetricsSink
 from handler.prediction_cache import PredictionCache
 from training.data import read_labelled_csv
@@ -276,7 +276,7 @@ def torchserve_stage(store: Path, archives: dict[str, str], texts: list[str], gp
                      configs: list[tuple[int, int, int]], work: Path, report: dict) -> None:  # fmt: skip
     """Each archive x config on one TorchServe: c1 latency and the best throughput over `concurrency`."""
     from bench.gpu_torchserve import cpu_seconds
-    from bench.load_test import Config, register, unregister
+    from bench.load_test import Config, register, torchserve_target, unregister
     from harness.torchserve import TorchServe
 
     plan = [("baseline", BASELINE_CONFIG)] if "baseline" in archives else []
@@ -285,12 +285,11 @@ def torchserve_stage(store: Path, archives: dict[str, str], texts: list[str], gp
     rows = []
     try:
         server.start()
-        port = int(server.inference_url.rsplit(":", 1)[1])
         for name, (workers, batch_size, delay) in plan:
             config = Config(name, archives[name], batch_size, delay, workers)
             register(server, config)
             try:
-                target = torchserve_http_target(port, name, texts, server.token())
+                target = torchserve_target(server, name, texts)
                 run_http_level(target, min(64, max(concurrency)), 1.0, processes)  # warm-up
                 for level in [1, *concurrency]:
                     sampler = gpu_sampler(gpu)

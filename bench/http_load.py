@@ -16,42 +16,27 @@ import asyncio
 import json
 import multiprocessing
 import time
-from dataclasses import dataclass
-
 import numpy as np
+
+from bench.load_test import Target, torchserve_key_target
 
 #: seconds each level runs before it starts counting (connections open, batches settle)
 WARM_UP_S = 1.0
 
 
-@dataclass(frozen=True)
-class HttpTarget:
-    """One endpoint on 127.0.0.1 and the request bodies to cycle through."""
-
-    port: int
-    path: str
-    headers: dict[str, str]
-    bodies: list[bytes]
-
-    def requests(self) -> list[bytes]:
-        """Every body as a complete HTTP/1.1 POST request."""
-        head = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
-        return [
-            f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
-            for body in self.bodies
-        ]
+def raw_requests(target: Target) -> list[bytes]:
+    """Every body of `target` (bench/load_test.py's endpoint + bodies) as a complete HTTP/1.1 POST request."""
+    head = "".join(f"{name}: {value}\r\n" for name, value in target.headers.items())
+    return [
+        f"POST {target.path} HTTP/1.1\r\nHost: 127.0.0.1:{target.port}\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        for body in target.bodies
+    ]
 
 
-def kserve_v1_target(port: int, model: str, texts: list[str]) -> HttpTarget:
+def kserve_v1_target(port: int, model: str, texts: list[str]) -> Target:
     """KServe v1 requests with one text each."""
     bodies = [json.dumps({"instances": [text]}).encode() for text in texts]
-    return HttpTarget(port, f"/v1/models/{model}:predict", {"Content-Type": "application/json"}, bodies)
-
-
-def torchserve_http_target(port: int, model: str, texts: list[str], key: str) -> HttpTarget:
-    """Plain-text requests to TorchServe's /predictions/{model} with an inference key."""
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "text/plain; charset=utf-8"}
-    return HttpTarget(port, f"/predictions/{model}", headers, [text.encode("utf-8") for text in texts])
+    return Target(port, f"/v1/models/{model}:predict", {"Content-Type": "application/json"}, bodies)
 
 
 class ClosedLoopConnection(asyncio.Protocol):
@@ -115,12 +100,12 @@ class ClosedLoopConnection(asyncio.Protocol):
             self.finished.set_result(None)
 
 
-async def run_connections(target: HttpTarget, connections: int, seconds: float, seed: int) -> dict:
+async def run_connections(target: Target, connections: int, seconds: float, seed: int) -> dict:
     """`connections` closed-loop connections for WARM_UP_S + `seconds`; latencies of the counted part."""
     loop = asyncio.get_running_loop()
     now = time.perf_counter()
     state = {"counting_from": now + WARM_UP_S, "deadline": now + WARM_UP_S + seconds, "latencies": [], "errors": 0}
-    requests = target.requests()
+    requests = raw_requests(target)
     protocols = []
     for i in range(connections):
         _, protocol = await loop.create_connection(lambda i=i: ClosedLoopConnection(requests, seed * 1009 + i * 31, state), "127.0.0.1", target.port)
@@ -129,7 +114,7 @@ async def run_connections(target: HttpTarget, connections: int, seconds: float, 
     return {"latencies": state["latencies"], "errors": state["errors"]}
 
 
-def client_process(target: HttpTarget, connections: int, seconds: float, seed: int) -> dict:
+def client_process(target: Target, connections: int, seconds: float, seed: int) -> dict:
     """One client process: its own event loop (uvloop when installed)."""
     try:
         import uvloop
@@ -140,7 +125,7 @@ def client_process(target: HttpTarget, connections: int, seconds: float, seed: i
     return asyncio.run(run_connections(target, connections, seconds, seed))
 
 
-def run_http_level(target: HttpTarget, concurrency: int, seconds: float, processes: int = 1) -> dict:
+def run_http_level(target: Target, concurrency: int, seconds: float, processes: int = 1) -> dict:
     """`concurrency` connections in total over `processes` client processes; throughput and latency."""
     processes = max(1, min(processes, concurrency))
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
@@ -180,7 +165,7 @@ def main() -> None:
 
     _, texts = read_labelled_csv(args.texts)
     if args.torchserve_key:
-        target = torchserve_http_target(args.port, args.model, texts, args.torchserve_key)
+        target = torchserve_key_target(args.port, args.model, texts, args.torchserve_key)
     else:
         target = kserve_v1_target(args.port, args.model, texts)
     for concurrency in args.concurrency:

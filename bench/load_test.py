@@ -72,8 +72,12 @@ class Target:
 
 def torchserve_target(server: TorchServe, model: str, texts: list[str]) -> Target:
     """Plain-text requests to TorchServe's `/predictions/{model}` with the current inference key."""
-    port = int(server.inference_url.rsplit(":", 1)[1])
-    headers = {"Authorization": f"Bearer {server.token()}", "Content-Type": "text/plain; charset=utf-8"}
+    return torchserve_key_target(int(server.inference_url.rsplit(":", 1)[1]), model, texts, server.token())
+
+
+def torchserve_key_target(port: int, model: str, texts: list[str], key: str) -> Target:
+    """Plain-text requests to `/predictions/{model}` of a TorchServe on 127.0.0.1:`port` with inference key `key`."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "text/plain; charset=utf-8"}
     return Target(port, f"/predictions/{model}", headers, [text.encode("utf-8") for text in texts])
 
 
