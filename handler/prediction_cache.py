@@ -15,14 +15,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from handler.classifier import TextPrediction
 
-#: entries kept by default: ~0.5 KB each with the text (measured in bench/gpu_host_path.py --cache-study)
-DEFAULT_RESPONSE_CACHE_SIZE = 10_000
-
-
 class PredictionCache:
-    """The `size` most recently used texts and their predictions."""
+    """The `size` most recently used texts and their predictions (the default size: handler/settings.py)."""
 
-    def __init__(self, size: int = DEFAULT_RESPONSE_CACHE_SIZE):
+    def __init__(self, size: int):
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ValueError(f"cache size must be a whole number >= 0, got {size!r}")
         self.size = size

@@ -25,8 +25,8 @@ from handler.classifier import BatchTimings, TextClassifier, TextPrediction, loa
 from handler.errors import ModelNotReady, RequestRejected
 from handler.metrics import BatchRecord, MetricsSink
 from handler.payload import ParsedRequest
-from handler.prediction_cache import DEFAULT_RESPONSE_CACHE_SIZE, PredictionCache
-from handler.settings import HandlerSettings
+from handler.prediction_cache import PredictionCache
+from handler.settings import DEFAULT_RESPONSE_CACHE_SIZE, HandlerSettings
 
 logger = logging.getLogger(__name__)
 
