@@ -24,3 +24,40 @@ def test_gpu_entrypoint_and_build_script_parse():
     for script in ("gpu_entrypoint.sh", "entrypoint.sh"):
         assert subprocess.run(["sh", "-n", str(DOCKER / script)]).returncode == 0, script
     assert subprocess.run(["bash", "-n", str(DOCKER / "build.sh")]).returncode == 0
+
+
+def module_level_imports(paths) -> dict[str, set[str]]:
+    """Top-level package -> the files that import it at module level (not inside a function: lazy imports)."""
+    import ast
+
+    found: dict[str, set[str]] = {}
+    for path in paths:
+        for node in ast.parse(path.read_text()).body:
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in ("__future__", "handler", "kserve_server"):
+                    found.setdefault(top, set()).add(str(path))
+    return found
+
+
+@pytest.mark.parametrize(
+    "requirements, sources",
+    [("docker/requirements-serve.txt", ["handler/*.py", "handler/backends/*.py"]), ("docker/requirements-gpu.txt", ["handler/*.py", "handler/backends/*.py"]),
+     ("docker/requirements-kserve.txt", ["handler/*.py", "handler/backends/base.py", "handler/backends/onnxruntime.py", "kserve_server/*.py"])],
+)  # fmt: skip
+def test_each_image_installs_every_package_its_code_imports_at_module_level(requirements, sources):
+    from importlib.metadata import packages_distributions, requires
+
+    repo = Path(__file__).resolve().parents[2]
+    normal = lambda name: name.lower().replace("_", "-")  # noqa: E731
+    pinned = {normal(line.split("==")[0]) for line in (repo / requirements).read_text().splitlines() if "==" in line and not line.startswith("#")}
+    # a pinned package brings its own requirements into the image (kserve brings fastapi, prometheus_client, ...)
+    brought = {normal(req.split(";")[0].split("[")[0].split("=")[0].split("<")[0].split(">")[0].split("~")[0].split("!")[0].strip()) for name in pinned for req in (requires(name) or [])}
+    distributions = packages_distributions()
+    files = [path for pattern in sources for path in sorted(repo.glob(pattern))]
+    missing = {
+        top: sorted(users) for top, users in module_level_imports(files).items()
+        if not {normal(dist) for dist in distributions.get(top, [])} & (pinned | brought)
+    }  # fmt: skip
+    assert not missing, f"{requirements} does not install what this code imports at module level: {missing}"
