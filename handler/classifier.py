@@ -6,8 +6,8 @@ Plain numpy throughout: with the ONNX Runtime backend a worker imports neither t
 from __future__ import annotations
 
 import time
-from itertools import chain
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -194,10 +194,10 @@ class TextClassifier:
         if self.truncation == "chunks":
             answer["chunks"] = prediction.windows
         if self.spec.multi_label or options.top_k:
-            order = sorted(range(len(labels)), key=lambda i: -prediction.probabilities[i])
+            order = sorted(range(len(labels)), key=lambda i: -exact[i])
             if self.spec.multi_label:
                 threshold = self.threshold_for(options)
-                answer["labels"] = [labels[i] for i in order if prediction.probabilities[i] >= threshold]
+                answer["labels"] = [labels[i] for i in order if exact[i] >= threshold]
                 answer["threshold"] = threshold
             if options.top_k:
                 answer["top_k"] = [{"label": labels[i], "score": probabilities[i]} for i in order[: options.top_k]]

@@ -3,7 +3,7 @@ KServe server's REST API): a status code and the body ``{"error": "...", "code":
 
 from __future__ import annotations
 
-import json
+import orjson
 
 from handler.errors import InvalidInput, ModelNotReady, Overloaded, RequestRejected, TooManyTexts
 
@@ -31,4 +31,4 @@ def error_body(error: RequestRejected) -> dict:
 
 def error_bytes(error: RequestRejected) -> bytes:
     """`error_body` encoded as JSON."""
-    return json.dumps(error_body(error)).encode()
+    return orjson.dumps(error_body(error))

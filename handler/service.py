@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 import time
-
-import orjson
 from dataclasses import dataclass
 from typing import Sequence
+
+import orjson
 
 from handler.classifier import BatchTimings, TextClassifier, TextPrediction, load_classifier
 from handler.errors import ModelNotReady, RequestRejected

@@ -140,8 +140,9 @@ class WordPieceFastPath:
         # library (which knows which of them match)
         self.added_pattern = re.compile("|".join(map(re.escape, added_tokens)), re.IGNORECASE) if added_tokens else None
         self.characters = NormalizedCharacters(tokenizer.normalizer, tokenizer.pre_tokenizer, strips_accents)
-        self.known_punctuation: frozenset[str] = frozenset()
-        self.words = re.compile(self.word_pattern(frozenset()))
+        #: the punctuation the word pattern splits off, and the pattern: one tuple, replaced whole, so that a
+        #: thread never pairs a new set with an old pattern
+        self.words: tuple[frozenset[str], re.Pattern] = (frozenset(), re.compile(self.word_pattern(frozenset())))
         self.pieces: dict[str, list[int]] = {}
 
     @classmethod
@@ -170,10 +171,12 @@ class WordPieceFastPath:
         normalized = text.translate(self.characters)
         if NEEDS_LIBRARY in normalized or (self.added_pattern is not None and self.added_pattern.search(normalized)):
             return None
-        if len(self.characters.punctuation) != len(self.known_punctuation):
-            self.known_punctuation = frozenset(self.characters.punctuation)
-            self.words = re.compile(self.word_pattern(self.known_punctuation))
-        words = self.words.findall(normalized)
+        known, pattern = self.words
+        if len(self.characters.punctuation) != len(known):  # this text's characters taught it new punctuation
+            known = frozenset(self.characters.punctuation)
+            pattern = re.compile(self.word_pattern(known))
+            self.words = (known, pattern)
+        words = pattern.findall(normalized)
         found = list(map(self.pieces.get, words))  # one C-level loop over the remembered words
         if None in found:
             for index, word in enumerate(words):

@@ -15,7 +15,7 @@ import logging
 import orjson
 
 from handler.errors import InvalidInput, ModelNotReady, RequestRejected
-from handler.http_status import error_body, http_status
+from handler.http_status import error_bytes, http_status
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class FastPredictDoor:
                 raise InvalidInput(f"request body is not valid JSON ({error}); send {{\"instances\": [...]}}") from None
             return 200, orjson.dumps(await self.model.predict(payload))
         except RequestRejected as rejection:
-            return http_status(rejection), orjson.dumps(error_body(rejection))
+            return http_status(rejection), error_bytes(rejection)
         except Exception as error:  # a backend failure: this request fails, the server keeps answering
             logger.exception("v1 predict failed")
             return 500, orjson.dumps({"error": f"{type(error).__name__}: {error}", "code": 500})
