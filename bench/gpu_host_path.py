@@ -276,40 +276,31 @@ def torchserve_stage(store: Path, archives: dict[str, str], texts: list[str], gp
                      configs: list[tuple[int, int, int]], work: Path, report: dict) -> None:  # fmt: skip
     """Each archive x config on one TorchServe: c1 latency and the best throughput over `concurrency`."""
     from bench.gpu_torchserve import cpu_seconds
-    from bench.load_test import Config, register, torchserve_target, unregister
-    from harness.torchserve import TorchServe
+    from bench.load_test import Config, run_configs
 
-    plan = [("baseline", BASELINE_CONFIG)] if "baseline" in archives else []
-    plan += [("ours", config) for config in configs]
-    server = TorchServe(workdir=work / "ts", model_store=store, models=[], enable_model_api=True, overrides={"metrics_mode": "prometheus"})
-    rows = []
-    try:
-        server.start()
-        for name, (workers, batch_size, delay) in plan:
-            config = Config(name, archives[name], batch_size, delay, workers)
-            register(server, config)
-            try:
-                target = torchserve_target(server, name, texts)
-                run_http_level(target, min(64, max(concurrency)), 1.0, processes)  # warm-up
-                for level in [1, *concurrency]:
-                    sampler = gpu_sampler(gpu)
-                    cpu_before = cpu_seconds(server)
-                    infer_before = backend_busy_ms(server.log_dir / "model_log.log")
-                    row = {"archive": name, "config": config.label, **run_http_level(target, level, seconds, 1 if level == 1 else processes)}
-                    cpu_after = cpu_seconds(server)
-                    wall = cpu_after["wall"] - cpu_before["wall"]
-                    row["cores_frontend"] = round((cpu_after["frontend"] - cpu_before["frontend"]) / wall, 2)
-                    row["cores_workers"] = round((cpu_after["workers"] - cpu_before["workers"]) / wall, 2)
-                    row["backend_busy_pct"] = round((backend_busy_ms(server.log_dir / "model_log.log") - infer_before) / 10 / wall, 1)
-                    if sampler:
-                        row.update(sampler.stop())
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-            finally:
-                unregister(server, config)
-    finally:
-        if server.stop():
-            server.kill()
+    plan = [Config("baseline", archives["baseline"], BASELINE_CONFIG[1], BASELINE_CONFIG[2], BASELINE_CONFIG[0])] if "baseline" in archives else []
+    plan += [Config("ours", archives["ours"], batch_size, delay, workers) for workers, batch_size, delay in configs]
+
+    def costs(server):
+        """CPU cores of the frontend and the workers, backend busy share and GPU use during one level."""
+        sampler, cpu_before, infer_before = gpu_sampler(gpu), cpu_seconds(server), backend_busy_ms(server.log_dir / "model_log.log")
+
+        def finish() -> dict:
+            cpu_after = cpu_seconds(server)
+            wall = cpu_after["wall"] - cpu_before["wall"]
+            extra = {
+                "cores_frontend": round((cpu_after["frontend"] - cpu_before["frontend"]) / wall, 2),
+                "cores_workers": round((cpu_after["workers"] - cpu_before["workers"]) / wall, 2),
+                "backend_busy_pct": round((backend_busy_ms(server.log_dir / "model_log.log") - infer_before) / 10 / wall, 1),
+            }  # fmt: skip
+            return extra | (sampler.stop() if sampler else {})
+
+        return finish
+
+    level = lambda target, concurrency: run_http_level(target, concurrency, seconds, 1 if concurrency == 1 else processes)  # noqa: E731
+    rows = run_configs(store, plan, [1, *concurrency], texts, 0, seconds, work / "ts", processes, {"metrics_mode": "prometheus"}, costs, level)
+    for row in rows:
+        row["archive"] = row["config"].split()[0]
     report["torchserve_rows"] = rows
     loaded = [row for row in rows if row["concurrency"] > 1]
     ours = [row for row in loaded if row["archive"] == "ours"]

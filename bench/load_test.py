@@ -176,12 +176,17 @@ def run_configs(
     processes: int = 1,
     overrides: dict[str, str] | None = None,
     level_probe=None,
+    level=None,
 ) -> list[dict]:
     """Start one TorchServe, then for each config: register, warm up, run every level, unregister.
 
     `level_probe(server)`, if given, is called before each level and returns a function that,
     called after the level, returns extra columns for its row (e.g. frontend counters).
+    `level(target, concurrency) -> row`, if given, replaces this module's threaded client (warm-up included),
+    e.g. bench/http_load.py's for servers beyond what threads can load.
     """
+    if level is None:
+        level = lambda target, concurrency: run_level(target, concurrency, max_requests, max_seconds, processes)  # noqa: E731
     server = TorchServe(workdir=workdir, model_store=store, models=[], enable_model_api=True, overrides=overrides or {})
     rows = []
     try:
@@ -191,11 +196,11 @@ def run_configs(
             register(server, config)
             register_s = round(time.perf_counter() - started, 1)
             try:
-                run_level(torchserve_target(server, config.name, texts), min(32, max(concurrencies)), 64 * processes, 30, processes)  # warm-up
+                target = torchserve_target(server, config.name, texts)
+                run_level(target, min(32, max(concurrencies)), 64 * processes, 30, processes)  # warm-up
                 for concurrency in concurrencies:
                     finish_probe = level_probe(server) if level_probe else None
-                    row = {"config": config.label, "register_s": register_s,
-                           **run_level(torchserve_target(server, config.name, texts), concurrency, max_requests, max_seconds, processes)}  # fmt: skip
+                    row = {"config": config.label, "register_s": register_s, **level(target, concurrency)}
                     row["worker_peak_rss_mib"] = worker_peak_rss_mib(server)
                     if finish_probe:
                         row.update(finish_probe())
