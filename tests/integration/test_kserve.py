@@ -116,3 +116,11 @@ def test_metrics_endpoint_has_the_services_batch_figures(kserve):
     assert value("bert_trt_rejected_requests_total") >= 1
     for stage in ("tokenize", "infer", "total"):
         assert f'bert_trt_stage_ms_count{{{labels},stage="{stage}"}}' in metrics
+
+
+def test_a_v1_body_that_is_not_json_gets_the_400_json_error_and_the_server_keeps_answering(kserve):
+    url, _ = kserve
+    response = requests.post(f"{url}/v1/models/bert_trt:predict", data=b'{"instances": [', headers={"Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 400 and response.headers["content-type"] == "application/json"
+    assert response.json()["code"] == 400 and "request body is not valid JSON" in response.json()["error"]
+    assert requests.post(f"{url}/v1/models/bert_trt:predict", json={"instances": ["still here"]}, timeout=60).status_code == 200
