@@ -32,11 +32,18 @@ from handler.payload import DEFAULT_MAX_TEXTS_PER_REQUEST
 #: chunks classifies overlapping windows over all of it (at most max_chunks) and averages their probabilities
 TRUNCATION_POLICIES = ("head", "tail", "head+tail", "chunks")
 DEFAULT_MAX_CHUNKS = 8
+#: which text of a pair gives up tokens when the pair is longer than max_length (the tokenizers library's
+#: strategies): longest_first cuts the longer text first (both to half when both are long), only_first and
+#: only_second cut that text only (a pair whose other text alone does not fit is refused: 400)
+PAIR_TRUNCATION_POLICIES = ("longest_first", "only_first", "only_second")
+#: the truncation policies a pair model may have: a pair is cut at the end of the side(s) its pair_truncation
+#: names; tail, head+tail and chunks have no agreed meaning for two texts and are refused when the archive is built
+PAIR_MODEL_TRUNCATION_POLICIES = ("head",)
 #: a batch of 64 windows at max_length 128 is never split (the default model: no bound measured no faster on the
 #: H200, bench/results/h200_host_path/); a model with max_length 512 gets a long text's window in a call of its own
 DEFAULT_MAX_BATCH_TOKENS = 8192
 #: texts whose predictions a worker remembers, ~0.5 KB each with the text (handler/prediction_cache.py); on the
-#: H200, -4.5% when no text repeats, +66% on texts drawn Zipf(1.1) (bench/results/h200_host_path/)
+#: H200, -2.5% when no text repeats, 2.0x on texts drawn Zipf(1.1) (bench/results/h200_host_path/)
 DEFAULT_RESPONSE_CACHE_SIZE = 10_000
 #: flat model-config.yaml key -> the (backend, option) pairs it sets, and its kind
 BACKEND_YAML_KEYS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
@@ -67,6 +74,8 @@ class HandlerSettings:
     max_texts_per_request: int = DEFAULT_MAX_TEXTS_PER_REQUEST
     #: one of TRUNCATION_POLICIES
     truncation: str = "head"
+    #: pair models: which text of a pair is cut first (one of PAIR_TRUNCATION_POLICIES)
+    pair_truncation: str = "longest_first"
     #: windows per text at most with truncation "chunks" (a longer text is cut after them, and says so)
     max_chunks: int = DEFAULT_MAX_CHUNKS
     #: padded tokens (windows x the longest window) one backend call may hold, so that a long text never drags
@@ -95,6 +104,8 @@ class HandlerSettings:
             raise SettingsError(f"handler setting response_cache_size must be a whole number >= 0 (0 turns the cache off), got {self.response_cache_size!r}")
         if self.truncation not in TRUNCATION_POLICIES:
             raise SettingsError(f"handler setting truncation must be one of {TRUNCATION_POLICIES}, got {self.truncation!r}")
+        if self.pair_truncation not in PAIR_TRUNCATION_POLICIES:
+            raise SettingsError(f"handler setting pair_truncation must be one of {PAIR_TRUNCATION_POLICIES}, got {self.pair_truncation!r}")
         if self.max_length is not None and not 8 <= self.max_length <= 512:
             raise SettingsError(f"handler setting max_length must be within 8..512, got {self.max_length}")
 
@@ -145,7 +156,7 @@ class HandlerSettings:
         """The flat `handler:` section that `from_model_yaml` reads back into these settings."""
         section: dict = {
             "backend": self.backend, "max_length": self.max_length, "max_texts_per_request": self.max_texts_per_request,
-            "truncation": self.truncation, "max_chunks": self.max_chunks, "response_cache_size": self.response_cache_size, "max_batch_tokens": self.max_batch_tokens,
+            "truncation": self.truncation, "pair_truncation": self.pair_truncation, "max_chunks": self.max_chunks, "response_cache_size": self.response_cache_size, "max_batch_tokens": self.max_batch_tokens,
         }  # fmt: skip
         for key, (targets, _) in BACKEND_YAML_KEYS.items():
             backend_name, option = targets[0]

@@ -17,7 +17,10 @@ from handler.errors import ArchiveError, SpecError
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 #: encoder families served (config.json's model_type); others are refused when the spec is made
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta-v2")
-PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+#: config.json key (written by training.train, or by export.onnx_export --text-pair) that says the model reads
+#: a pair of texts per input: (text, text_pair), e.g. paraphrase, NLI, a cross-encoder reranker
+TEXT_PAIR_CONFIG_KEY = "text_pair"
 #: families whose position ids start after the padding index (RoBERTa's offset): pad_token_id + 1 positions are not usable
 PADDING_OFFSET_MODEL_TYPES = ("roberta", "xlm-roberta")
 OUTPUT_NAME = "logits"
@@ -71,15 +74,23 @@ class ModelSpec:
     opset: int = DEFAULT_OPSET
     input_names: tuple[str, ...] = INPUT_NAMES
     output_name: str = OUTPUT_NAME
-    #: config.json's problem_type: one label per text (softmax), or any number (independent sigmoids)
+    #: config.json's problem_type: one label per text (softmax), any number (independent sigmoids), or
+    #: "regression" (one score per text, no activation; STS-B style)
     problem_type: str = "single_label_classification"
+    #: the model reads (text, text_pair) per input, the second text as segment B (token type 1 where the family has types)
+    text_pair: bool = False
     #: set when the export wrote an int8 ONNX (None: no int8 model)
     quantization: QuantizationRecord | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if len(self.id2label) < 2:
-            raise SpecError(f"a classifier needs at least 2 labels, got {self.id2label}")
+        if self.problem_type == "regression" and len(self.id2label) != 1:
+            raise SpecError(f"a regression model has exactly 1 output (num_labels 1), got {self.id2label}")
+        if self.problem_type != "regression" and len(self.id2label) < 2:
+            raise SpecError(
+                f"a classifier needs at least 2 labels, got {self.id2label}; a model with one output is a regression "
+                'model: set "problem_type": "regression" in its config.json'
+            )
         if sorted(self.id2label) != list(range(len(self.id2label))):
             raise SpecError(f"label ids must be 0..N-1, got {sorted(self.id2label)}")
         if not 8 <= self.max_length <= 512:
@@ -91,6 +102,11 @@ class ModelSpec:
     def multi_label(self) -> bool:
         """True for multi-label classifiers (independent sigmoid scores)."""
         return self.problem_type == "multi_label_classification"
+
+    @property
+    def regression(self) -> bool:
+        """True for regression models (one raw score per input, no softmax)."""
+        return self.problem_type == "regression"
 
     @property
     def labels(self) -> list[str]:
@@ -132,8 +148,10 @@ class ModelSpec:
         return cls(**data)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint_dir: str | Path, max_length: int | None = None) -> "ModelSpec":
-        """Build the spec from a Hugging Face checkpoint's config.json (labels come from id2label)."""
+    def from_checkpoint(cls, checkpoint_dir: str | Path, max_length: int | None = None, text_pair: bool | None = None) -> "ModelSpec":
+        """Build the spec from a Hugging Face checkpoint's config.json (labels come from id2label; one label
+        and no problem_type means regression, as transformers decides when training; `text_pair` None:
+        config.json's "text_pair", default False)."""
         config_path = Path(checkpoint_dir) / "config.json"
         if not config_path.is_file():
             raise ArchiveError(f"{config_path} is missing: is {checkpoint_dir} a Hugging Face checkpoint directory?")
@@ -149,8 +167,10 @@ class ModelSpec:
             )
         max_length = min(max_length or DEFAULT_MAX_LENGTH, position_limit(config))
         input_names = INPUT_NAMES if uses_token_types(config) else tuple(n for n in INPUT_NAMES if n != "token_type_ids")
-        problem_type = config.get("problem_type") or "single_label_classification"
-        return cls(id2label=id2label, max_length=max_length, input_names=input_names, problem_type=problem_type)
+        problem_type = config.get("problem_type") or ("regression" if len(id2label) == 1 else "single_label_classification")
+        if text_pair is None:
+            text_pair = bool(config.get(TEXT_PAIR_CONFIG_KEY, False))
+        return cls(id2label=id2label, max_length=max_length, input_names=input_names, problem_type=problem_type, text_pair=text_pair)
 
 
 def uses_token_types(config: dict) -> bool:

@@ -65,18 +65,38 @@ def letters_tokenizer():
     return BertTokenizerFast(vocab={token: i for i, token in enumerate(tokens)})
 
 
+def byte_level_tokenizer():
+    """A small byte-level BPE tokenizer framed as RoBERTa's is (``<s> A </s></s> B </s>``, one token type),
+    trained here on a few sentences (no files needed)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import RobertaTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    sentences = ["the quick brown fox jumps over the lazy dog", "great value, would buy again", "broken on arrival, refund please"]
+    tokenizer.train_from_iterator(sentences * 10, trainer)
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    return RobertaTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+                                pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")  # fmt: skip
+
+
 def random_family_checkpoint(
-    family: str, out_dir: Path, tokenizer_dir: Path | None = None, labels: list[str] = LABELS, seed: int = 0, **config_overrides
+    family: str, out_dir: Path, tokenizer_dir: Path | None = None, labels: list[str] = LABELS, seed: int = 0, tokenizer=None, **config_overrides
 ) -> Path:
     """Save a seeded random sequence classifier of `family` (a model_type of TINY_FAMILY_CONFIGS, its sizes
-    overridden by `config_overrides`, e.g. problem_type) with the tokenizer from `tokenizer_dir` (None:
-    `letters_tokenizer`), its input names cut to what the family takes, to out_dir."""
+    overridden by `config_overrides`, e.g. problem_type="regression" or text_pair=True) with the tokenizer
+    `tokenizer` or the one from `tokenizer_dir` (neither: `letters_tokenizer`), its input names cut to what
+    the family takes, to out_dir."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from handler.spec import uses_token_types
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True) if tokenizer_dir else letters_tokenizer()
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True) if tokenizer_dir else letters_tokenizer()
     ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
     config = AutoConfig.for_model(
         family, vocab_size=len(tokenizer), id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
