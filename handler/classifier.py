@@ -1,5 +1,6 @@
 """Texts in, predictions out: one tokenizer call per batch (with the truncation policy), length-sorted
-chunks to the backend, softmax (sigmoid for multi-label models), answers shaped by each request's options.
+chunks to the backend, softmax (sigmoid for multi-label models, nothing for regression), answers shaped by
+each request's options. An input is a text, or a (text, text_pair) pair for a pair model (handler/payload.py).
 
 Plain numpy throughout: with the ONNX Runtime backend a worker imports neither torch nor transformers."""
 
@@ -14,9 +15,9 @@ import numpy as np
 
 from handler.backends.base import Backend
 from handler.backends.selection import choose_backend
-from handler.errors import InvalidInput
-from handler.payload import ResponseOptions
-from handler.settings import HandlerSettings
+from handler.errors import InvalidInput, SettingsError
+from handler.payload import ParsedRequest, ResponseOptions, TextInput
+from handler.settings import PAIR_MODEL_TRUNCATION_POLICIES, HandlerSettings
 from handler.spec import ModelSpec
 from handler.tokenizer import FastTokenizer, load_tokenizer
 
@@ -47,26 +48,40 @@ class BatchTimings:
     chunks: list[int] = field(default_factory=list)
 
 
+def identity(logits: np.ndarray) -> np.ndarray:
+    """Regression scores as the model outputs them, in float64."""
+    return logits.astype(np.float64)
+
+
 @dataclass(frozen=True)
 class EncodedTexts:
-    """Token windows of a batch of texts (one per text, several with truncation "chunks"), the text each
-    window belongs to, and per text: its token count and whether some tokens are in no window."""
+    """Token windows of a batch of inputs (one per input, several with truncation "chunks"), the input each
+    window belongs to, each window's token types (None: no pairs, one type), and per input: its token count,
+    whether some tokens are in no window, and for pairs each text's tokens and which text was cut."""
 
     input_ids: list[list[int]]
     owners: list[int]
     tokens: list[int]
     truncated: list[bool]
+    type_ids: list[list[int]] | None = None
+    pair_tokens: list[tuple[int, int] | None] = field(default_factory=list)
+    truncated_side: list[str | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class TextPrediction:
-    """The model's answer for one text: probabilities and logits per label (averaged over its windows)."""
+    """The model's answer for one input: probabilities and logits per label (averaged over its windows; a
+    regression model's one score is both), and how the input was read."""
 
     probabilities: np.ndarray
     logits: np.ndarray
     truncated: bool
     tokens: int
     windows: int
+    #: pairs: tokens of text and text_pair before truncation (special tokens excluded)
+    pair_tokens: tuple[int, int] | None = None
+    #: pairs: "text", "text_pair" or "both" when tokens were cut
+    truncated_side: str | None = None
 
 
 class TextClassifier:
@@ -74,7 +89,7 @@ class TextClassifier:
 
     def __init__(
         self, tokenizer: FastTokenizer, backend: Backend, spec: ModelSpec, max_length: int | None = None,
-        truncation: str = "head", max_chunks: int = 1, max_batch_tokens: int | None = None,
+        truncation: str = "head", max_chunks: int = 1, max_batch_tokens: int | None = None, pair_truncation: str = "longest_first",
     ):  # fmt: skip
         self.tokenizer = tokenizer
         self.backend = backend
@@ -87,14 +102,28 @@ class TextClassifier:
         self.max_chunks = max_chunks
         #: padded tokens (windows x longest window) one backend call may hold; None: only the count bounds it
         self.max_batch_tokens = max_batch_tokens
+        #: pair models: which text of a pair is cut first (handler/settings.py PAIR_TRUNCATION_POLICIES)
+        self.pair_truncation = pair_truncation
+        if spec.text_pair and truncation not in PAIR_MODEL_TRUNCATION_POLICIES:
+            raise SettingsError(
+                f"truncation {truncation!r} has no meaning for a pair model; use truncation head and choose which text is cut "
+                "with pair_truncation (longest_first, only_first, only_second), then rebuild the .mar"
+            )
+        self.activation = identity if spec.regression else sigmoid if spec.multi_label else softmax
 
-    def encode(self, texts: list[str]) -> EncodedTexts:
-        """Tokenize all texts in one call into windows of at most max_length tokens (the truncation policy)."""
-        encoded = self.tokenizer.encode_texts(texts, self.max_length, self.truncation, self.max_chunks)
+    def encode(self, texts: list[TextInput]) -> EncodedTexts:
+        """Tokenize all inputs in one call into windows of at most max_length tokens (the truncation policy;
+        pairs in one window each, cut under pair_truncation)."""
+        encoded = self.tokenizer.encode_texts(texts, self.max_length, self.truncation, self.max_chunks, self.pair_truncation)
         windows = [(owner, window) for owner, text in enumerate(encoded) for window in text.windows]
+        type_ids = None
+        if any(text.type_windows is not None for text in encoded):
+            single = self.tokenizer.type_id
+            type_ids = [types for text in encoded for types in (text.type_windows or [[single] * len(window) for window in text.windows])]
         return EncodedTexts(
-            [window for _, window in windows], [owner for owner, _ in windows], [text.tokens for text in encoded], [text.truncated for text in encoded]
-        )
+            [window for _, window in windows], [owner for owner, _ in windows], [text.tokens for text in encoded], [text.truncated for text in encoded],
+            type_ids, [text.pair_tokens for text in encoded], [text.truncated_side for text in encoded],
+        )  # fmt: skip
 
     def chunks(self, encoded: EncodedTexts):
         """Sort the windows by length and yield (indices, padded inputs) chunks.
@@ -112,7 +141,11 @@ class TextClassifier:
             input_ids = np.full(attended.shape, self.pad_id, dtype=np.int64)
             input_ids[attended] = np.fromiter(chain.from_iterable(ids[i] for i in indices), dtype=np.int64, count=int(lengths.sum()))
             attention_mask = attended.astype(np.int64)
-            token_type_ids = attention_mask * self.tokenizer.type_id  # one text per window: one segment
+            if encoded.type_ids is None:
+                token_type_ids = attention_mask * self.tokenizer.type_id  # one text per window: one segment
+            else:  # pairs: each window's own types (segment B = 1 for BERT), 0 on padding
+                token_type_ids = np.zeros(attended.shape, dtype=np.int64)
+                token_type_ids[attended] = np.fromiter(chain.from_iterable(encoded.type_ids[i] for i in indices), dtype=np.int64, count=int(lengths.sum()))
             yield indices, {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
 
     def chunk_plan(self, sorted_lengths: list[int], order: list[int]) -> list[list[int]]:
@@ -131,15 +164,15 @@ class TextClassifier:
             plan.append(current)
         return plan
 
-    def logits(self, texts: list[str]) -> np.ndarray:
+    def logits(self, texts: list[TextInput]) -> np.ndarray:
         """Float32 logits [len(texts), num_labels], in the order of `texts` (averaged over a text's windows)."""
         return np.array([prediction.logits for prediction in self.predict(texts)], dtype=np.float32).reshape(len(texts), len(self.labels))
 
-    def predict(self, texts: list[str]) -> list[TextPrediction]:
+    def predict(self, texts: list[TextInput]) -> list[TextPrediction]:
         """One `TextPrediction` per text, in order."""
         return self.run(texts)[0]
 
-    def run(self, texts: list[str]) -> tuple[list[TextPrediction], BatchTimings]:
+    def run(self, texts: list[TextInput]) -> tuple[list[TextPrediction], BatchTimings]:
         """One `TextPrediction` per text, in order, and what the call cost. Safe from several threads at
         once: the classifier keeps no per-call state, and the backend serialises what it must (registry)."""
         if not texts:
@@ -156,31 +189,58 @@ class TextClassifier:
             timings.chunks.append(len(indices))
             window_logits[indices] = self.backend.infer(inputs)
         timings.infer_ms = (time.perf_counter() - start) * 1000
-        activation = sigmoid if self.spec.multi_label else softmax
+        activation = self.activation
         # a text's windows are consecutive rows (encode keeps text order): average each run of rows
         windows = np.bincount(encoded.owners, minlength=len(texts))
         starts = np.concatenate([[0], np.cumsum(windows)[:-1]])
         probabilities = np.add.reduceat(activation(window_logits), starts, axis=0) / windows[:, None]
         logits = np.add.reduceat(window_logits.astype(np.float64), starts, axis=0) / windows[:, None]
         predictions = [
-            TextPrediction(probabilities[text], logits[text], encoded.truncated[text], encoded.tokens[text], int(windows[text]))
+            TextPrediction(
+                probabilities[text], logits[text], encoded.truncated[text], encoded.tokens[text], int(windows[text]),
+                encoded.pair_tokens[text], encoded.truncated_side[text],
+            )  # fmt: skip
             for text in range(len(texts))
         ]
         return predictions, timings
 
-    def check(self, options: ResponseOptions) -> None:
-        """Raise `InvalidInput` for options this model cannot honour."""
-        if options.threshold is not None and not self.spec.multi_label:
+    def check(self, request: ParsedRequest) -> None:
+        """Raise `InvalidInput` for a request this model cannot answer: a single text to a pair model, a pair to
+        a single-text model, options it cannot honour, a reranking request it cannot score."""
+        spec, options = self.spec, request.options
+        if spec.text_pair:
+            singles = [i for i, text in enumerate(request.texts) if not isinstance(text, tuple)]
+            if singles:
+                where = f" (text at index {singles[0]})" if request.wants_list else ""
+                raise InvalidInput(f'text_pair is missing{where}: this model reads sentence pairs; send {{"text": "...", "text_pair": "..."}}')
+        elif any(isinstance(text, tuple) for text in request.texts):
+            what = "reranking needs a pair model (a cross-encoder)" if request.rerank else "text_pair is not accepted"
+            raise InvalidInput(f'{what}: this model reads single texts; send {{"text": "..."}} without text_pair')
+        if options.threshold is not None and not spec.multi_label:
             raise InvalidInput("threshold applies to multi-label models only; this model picks one label per text (use top_k)")
+        if spec.regression and options.top_k and not request.rerank:
+            raise InvalidInput("top_k does not apply to a regression model: it answers one score per input, not labels")
+        if request.rerank and (spec.multi_label or len(self.labels) > 2):
+            raise InvalidInput(
+                f"reranking needs a model with one relevance score: a regression model or a 2-label classifier; this one has "
+                f"{'independent labels' if spec.multi_label else f'{len(self.labels)} labels'} (send pairs with text/text_pair instead)"
+            )
 
     def threshold_for(self, options: ResponseOptions) -> float:
         """The probability at or above which a multi-label model predicts a label, for these options."""
         return DEFAULT_THRESHOLD if options.threshold is None else options.threshold
 
     def answer(self, prediction: TextPrediction, options: ResponseOptions = ResponseOptions()) -> dict:
-        """The response for one text: best label and score, every label's probability, how the text was
-        read (tokens, truncated, chunks), and what `options` ask for (top_k, logits, multi-label labels)."""
+        """The response for one input: best label and score, every label's probability (a regression model:
+        its score alone), how the input was read (tokens, truncated, chunks; for pairs each text's tokens and
+        which text was cut), and what `options` ask for (top_k, logits, multi-label labels)."""
         labels = self.labels
+        if self.spec.regression:
+            answer = {"score": round(float(prediction.logits[0]), 6), "truncated": prediction.truncated, "tokens": prediction.tokens}
+            self.add_reading(answer, prediction)
+            if options.return_logits:
+                answer["logits"] = {labels[0]: round(float(prediction.logits[0]), 6)}
+            return answer
         exact = prediction.probabilities.tolist()
         probabilities = [round(p, 6) for p in exact]
         best = max(range(len(exact)), key=exact.__getitem__)  # the first of equal maxima, as argmax
@@ -191,8 +251,7 @@ class TextClassifier:
             "truncated": prediction.truncated,
             "tokens": prediction.tokens,
         }
-        if self.truncation == "chunks":
-            answer["chunks"] = prediction.windows
+        self.add_reading(answer, prediction)
         if self.spec.multi_label or options.top_k:
             order = sorted(range(len(labels)), key=lambda i: -exact[i])
             if self.spec.multi_label:
@@ -205,8 +264,35 @@ class TextClassifier:
             answer["logits"] = {label: round(value, 6) for label, value in zip(labels, prediction.logits.tolist())}
         return answer
 
-    def classify(self, texts: list[str], options: ResponseOptions = ResponseOptions()) -> list[dict]:
-        """One answer per text (see `answer`), every text with the same `options`."""
+    def add_reading(self, answer: dict, prediction: TextPrediction) -> None:
+        """How the input was read, added to its answer: windows averaged (truncation chunks), and for pairs
+        each text's tokens (special tokens excluded) and which text lost tokens."""
+        if self.truncation == "chunks":
+            answer["chunks"] = prediction.windows
+        if prediction.pair_tokens is not None:
+            answer["pair_tokens"] = {"text": prediction.pair_tokens[0], "text_pair": prediction.pair_tokens[1]}
+            answer["truncated_side"] = prediction.truncated_side
+
+    def relevance(self, prediction: TextPrediction) -> float:
+        """A pair's reranking score: a regression model's score, or a 2-label classifier's probability of its
+        second label (id 1: "same", "relevant", "entailment"-style)."""
+        return float(prediction.logits[0]) if self.spec.regression else float(prediction.probabilities[1])
+
+    def rerank_answer(self, predictions: list[TextPrediction], request: ParsedRequest) -> list[dict]:
+        """A reranking request's answer: one result per passage, best first (equal scores in request order),
+        each with its index in "texts", its score, whether it was cut, and its text when asked; top_k best only."""
+        scores = [self.relevance(prediction) for prediction in predictions]
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])[: request.options.top_k or None]
+        results = []
+        for index in order:
+            result = {"index": index, "score": round(scores[index], 6), "truncated": predictions[index].truncated}
+            if request.options.return_text:
+                result["text"] = request.texts[index][1]
+            results.append(result)
+        return results
+
+    def classify(self, texts: list[TextInput], options: ResponseOptions = ResponseOptions()) -> list[dict]:
+        """One answer per input (see `answer`), every input with the same `options`."""
         return [self.answer(prediction, options) for prediction in self.predict(texts)]
 
 
@@ -217,5 +303,7 @@ def load_classifier(model_dir: str | Path, settings: HandlerSettings, gpu_id: in
     spec = ModelSpec.load(model_dir)
     tokenizer = load_tokenizer(model_dir)
     backend, skipped = choose_backend(settings, model_dir, spec, gpu_id=gpu_id, tokenizer_size=len(tokenizer))
-    classifier = TextClassifier(tokenizer, backend, spec, settings.max_length, settings.truncation, settings.max_chunks, settings.max_batch_tokens)
+    classifier = TextClassifier(
+        tokenizer, backend, spec, settings.max_length, settings.truncation, settings.max_chunks, settings.max_batch_tokens, settings.pair_truncation
+    )
     return classifier, skipped

@@ -24,7 +24,7 @@ import orjson
 from handler.classifier import BatchTimings, TextClassifier, TextPrediction, load_classifier
 from handler.errors import ModelNotReady, RequestRejected
 from handler.metrics import BatchRecord, MetricsSink
-from handler.payload import ParsedRequest
+from handler.payload import ParsedRequest, TextInput
 from handler.prediction_cache import PredictionCache
 from handler.settings import DEFAULT_RESPONSE_CACHE_SIZE, HandlerSettings
 
@@ -65,7 +65,7 @@ class ClassifierService:
         for item in batch:
             if isinstance(item, ParsedRequest):
                 try:
-                    self.classifier.check(item.options)  # options this model cannot honour
+                    self.classifier.check(item)  # inputs (pairs or not) and options this model cannot take
                 except RequestRejected as rejection:
                     item = rejection
             checked.append(item)
@@ -89,7 +89,7 @@ class ClassifierService:
         logger.info("batch: %d requests, %d texts, %d rejected, %.2f ms (infer %.2f ms)", len(batch), len(texts), rejected, total_ms, timings.infer_ms)
         return results
 
-    def predictions(self, texts: list[str]) -> tuple[list[TextPrediction], BatchTimings, int]:
+    def predictions(self, texts: list[TextInput]) -> tuple[list[TextPrediction], BatchTimings, int]:
         """One prediction per text: from the cache where it has one, else computed (a text sent twice in
         one batch is computed once); the classifier's timings for what it computed, and the cache hits."""
         found = self.cache.lookup(texts)
@@ -101,10 +101,12 @@ class ClassifierService:
         return predictions, timings, sum(prediction is not None for prediction in found)
 
     def json_answers(self, answered: Answered) -> dict | list[dict]:
-        """The JSON answer of /predictions and of each KServe v1 instance: one dict per text (a list when
-        the request sent a list), each with the backend that answered."""
+        """The JSON answer of /predictions and of each KServe v1 instance: one dict per input (a list when
+        the request sent a list; a reranking request's results, best first), each with the backend that answered."""
         request = answered.request
         backend = self.backend_name
+        if request.rerank:
+            return [dict(result, backend=backend) for result in self.classifier.rerank_answer(answered.predictions, request)]
         answers = [dict(self.classifier.answer(prediction, request.options), backend=backend) for prediction in answered.predictions]
         return answers if request.wants_list else answers[0]
 

@@ -34,7 +34,8 @@ TRUNCATION_POLICIES = ("head", "tail", "head+tail", "chunks")
 DEFAULT_MAX_CHUNKS = 8
 #: which text of a pair gives up tokens when the pair is longer than max_length (the tokenizers library's
 #: strategies): longest_first cuts the longer text first (both to half when both are long), only_first and
-#: only_second cut that text only (a pair whose other text alone does not fit is refused: 400)
+#: only_second cut that text only (when it cannot give up enough, where the library raises an error, the
+#: pair is cut longest_first; the answer's truncated_side says which text lost tokens)
 PAIR_TRUNCATION_POLICIES = ("longest_first", "only_first", "only_second")
 #: the truncation policies a pair model may have: a pair is cut at the end of the side(s) its pair_truncation
 #: names; tail, head+tail and chunks have no agreed meaning for two texts and are refused when the archive is built

@@ -50,6 +50,9 @@ class QuantizationRecord:
     accuracy_quantized: float
     #: the largest accuracy loss (points) the export accepted
     budget_points: float
+    #: what accuracy_fp32 / accuracy_quantized measure: "accuracy" (share of labels right) or, for regression
+    #: models, "pearson" (correlation with the gold scores; the budget is then in points of 100 x r)
+    metric: str = "accuracy"
 
     @property
     def loss_points(self) -> float:

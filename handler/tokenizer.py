@@ -39,11 +39,73 @@ class Encoded:
 @dataclass(frozen=True)
 class EncodedText:
     """What the model sees of one text: one or more windows of ids (special tokens included), how many
-    tokens the text had (special tokens included), and whether some of them are in no window."""
+    tokens the text had (special tokens included), and whether some of them are in no window. A pair
+    (text, text_pair) has one window, its token types, each text's token count and which text was cut."""
 
     windows: list[list[int]]
     tokens: int
     truncated: bool
+    #: pairs: the token types of each window (None: a single text, every token of the tokenizer's type_id)
+    type_windows: list[list[int]] | None = None
+    #: pairs: tokens of text and of text_pair before truncation, special tokens excluded
+    pair_tokens: tuple[int, int] | None = None
+    #: pairs: "text", "text_pair" or "both" when tokens were cut, else None
+    truncated_side: str | None = None
+
+
+@dataclass(frozen=True)
+class PairFrame:
+    """The special tokens around and between the two texts of a pair, and the token type of each part, as
+    the tokenizer's post-processor frames them (BERT: [CLS] A [SEP] B [SEP], types 0 0 0 1 1; RoBERTa:
+    <s> A </s></s> B </s>, all 0)."""
+
+    prefix: list[int]
+    middle: list[int]
+    suffix: list[int]
+    prefix_types: list[int]
+    first_type: int
+    middle_types: list[int]
+    second_type: int
+    suffix_types: list[int]
+
+    @property
+    def special_tokens(self) -> int:
+        """Special tokens a pair gets."""
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+    def framed(self, first: list[int], second: list[int]) -> tuple[list[int], list[int]]:
+        """(ids, token types) of a pair whose texts' ids are `first` and `second`."""
+        ids = self.prefix + first + self.middle + second + self.suffix
+        types = self.prefix_types + [self.first_type] * len(first) + self.middle_types + [self.second_type] * len(second) + self.suffix_types
+        return ids, types
+
+
+def pair_lengths(first: int, second: int, budget: int, policy: str) -> tuple[int, int]:
+    """Tokens kept of each text of a pair (special tokens excluded) within `budget`, under a
+    PAIR_TRUNCATION_POLICIES strategy, as the tokenizers library cuts them: longest_first keeps the shorter text
+    whole when the longer can give up enough, else cuts both to half the budget (the longer, or the second
+    when they are equal, gets an odd token); only_first / only_second cut that text, and when it cannot give
+    up enough (the library raises an error there) fall back to longest_first."""
+    if first + second <= budget:
+        return first, second
+    excess = first + second - budget
+    if policy == "only_first" and first > excess:
+        return first - excess, second
+    if policy == "only_second" and second > excess:
+        return first, second - excess
+    if policy not in ("longest_first", "only_first", "only_second"):
+        raise ValueError(f"unknown pair truncation policy {policy!r}")
+    short = min(first, second)
+    short_cap, long_cap = short, (short if short > budget else max(short, budget - short))
+    if short_cap + long_cap > budget:
+        short_cap, long_cap = budget // 2, budget // 2 + budget % 2
+    first_cap, second_cap = (long_cap, short_cap) if first > second else (short_cap, long_cap)
+    return min(first, first_cap), min(second, second_cap)
+
+
+def truncated_side(first: bool, second: bool) -> str | None:
+    """Which text of a pair lost tokens: "text", "text_pair", "both" or None."""
+    return "both" if first and second else "text" if first else "text_pair" if second else None
 
 
 def content_windows(content: list[int], budget: int, policy: str, max_chunks: int = 1) -> tuple[list[list[int]], bool]:
@@ -217,6 +279,21 @@ class FastTokenizer:
         self.prefix, self.suffix = framed.ids[:start], framed.ids[start + len(bare) :]
         #: the token type of a single text's tokens (0 for every family served)
         self.type_id = framed.type_ids[start]
+        self.pair_frame = self.frame_of_pairs()
+
+    def frame_of_pairs(self) -> PairFrame:
+        """Where the post-processor puts special tokens and token types around a pair (asked of the library once)."""
+        first, second = self.tokenizer.encode("a", add_special_tokens=False).ids, self.tokenizer.encode("b", add_special_tokens=False).ids
+        pair = self.tokenizer.encode("a", "b")
+        ids, types = pair.ids, pair.type_ids
+        start = next(i for i in range(len(ids)) if ids[i : i + len(first)] == first)
+        end_first = start + len(first)
+        second_start = next(i for i in range(end_first, len(ids)) if ids[i : i + len(second)] == second)
+        end_second = second_start + len(second)
+        return PairFrame(
+            ids[:start], ids[end_first:second_start], ids[end_second:], types[:start], types[start], types[end_first:second_start],
+            types[second_start], types[end_second:],
+        )  # fmt: skip
 
     def __len__(self) -> int:
         """Vocabulary size with added tokens (what `len()` of a transformers tokenizer gives)."""
@@ -227,17 +304,35 @@ class FastTokenizer:
         encoded = self.encode_texts(texts, max_length, "head")
         return [Encoded(text.windows[0], [self.type_id] * len(text.windows[0]), text.truncated) for text in encoded]
 
-    def encode_texts(self, texts: list[str], max_length: int, policy: str, max_chunks: int = 1) -> list[EncodedText]:
-        """Every text as the model sees it under truncation `policy` (see `content_windows`), windows of
-        at most `max_length` tokens with the special tokens around each."""
+    def encode_texts(
+        self, texts: list, max_length: int, policy: str, max_chunks: int = 1, pair_policy: str = "longest_first"
+    ) -> list[EncodedText]:
+        """Every input as the model sees it, windows of at most `max_length` tokens with the special tokens
+        around each: a text under truncation `policy` (see `content_windows`), a (text, text_pair) pair in one
+        window framed as the tokenizer frames pairs, cut under `pair_policy` (see `pair_lengths`)."""
         characters = max_length * CHARACTERS_PER_TOKEN_BOUND * (max_chunks if policy == "chunks" else 1)
+        sides = [side for text in texts for side in (text if isinstance(text, tuple) else (text,))]
+        side_ids = iter(self.content_ids([clipped(side, characters, policy) for side in sides]))
         budget = max_length - len(self.prefix) - len(self.suffix)
         encoded = []
-        for text, ids in zip(texts, self.content_ids([clipped(t, characters, policy) for t in texts])):
+        for text in texts:
+            if isinstance(text, tuple):
+                encoded.append(self.encoded_pair(text, next(side_ids), next(side_ids), max_length, characters, pair_policy))
+                continue
+            ids = next(side_ids)
             windows, cut = content_windows(ids, budget, policy, max_chunks)
             framed = [self.prefix + window + self.suffix for window in windows]
             encoded.append(EncodedText(framed, len(ids) + len(self.prefix) + len(self.suffix), cut or len(text) > characters))
         return encoded
+
+    def encoded_pair(self, pair: tuple[str, str], first: list[int], second: list[int], max_length: int, characters: int, policy: str) -> EncodedText:
+        """One pair's window (its texts' ids `first` and `second`, without special tokens) cut to `max_length`."""
+        frame = self.pair_frame
+        kept_first, kept_second = pair_lengths(len(first), len(second), max_length - frame.special_tokens, policy)
+        ids, types = frame.framed(first[:kept_first], second[:kept_second])
+        side = truncated_side(kept_first < len(first) or len(pair[0]) > characters, kept_second < len(second) or len(pair[1]) > characters)
+        tokens = len(first) + len(second) + frame.special_tokens
+        return EncodedText([ids], tokens, side is not None, [types], (len(first), len(second)), side)
 
     def content_ids(self, texts: list[str]) -> list[list[int]]:
         """Each text's ids without special tokens: the fast path where it applies, one library call

@@ -3,11 +3,15 @@ answering KServe's v1 REST API and the Open Inference Protocol (v2) over REST an
 
 v1   POST /v1/models/<name>:predict   {"instances": ["a text", {"text": "another", "top_k": 2}]}
      -> {"predictions": [...]}: each instance is decoded exactly like one TorchServe /predictions body
-        holding one text (the same options, the same 4xx messages, prefixed "instances[i]: ") and
-        answered with exactly the dict TorchServe answers for it
+        holding one input (the same options, the same 4xx messages, prefixed "instances[i]: ") and
+        answered with exactly the dict TorchServe answers for it; pair models take {"text": ..., "text_pair": ...}
+        instances, and a {"query": ..., "texts": [...]} instance is a reranking request (its answer: the list)
 v2   POST /v2/models/<name>/infer (or gRPC ModelInfer)
-     one BYTES input "text" [n]; options as request parameters ("top_k", "return_logits", "threshold")
-     -> "label" BYTES [n], "score" FP32 [n], "probabilities" FP32 [n, labels] (columns named by the output
+     one BYTES input "text" [n] (pair models: and "text_pair" [n]); options as request parameters ("top_k",
+     "return_logits", "threshold"); reranking: BYTES "query" [1] and "text" [n] -> "index" INT32 [k] and
+     "score" FP32 [k], best first (k: top_k, else n)
+     regression models -> "score" FP32 [n] (the raw score), "truncated", "tokens" (and "logits" when asked)
+     classifiers -> "label" BYTES [n], "score" FP32 [n], "probabilities" FP32 [n, labels] (columns named by the output
         parameter "labels", a JSON list), "truncated" BOOL [n], "tokens" INT32 [n]; "chunks" INT32 [n] with
         truncation "chunks"; when asked: "top_k_labels" BYTES [n, k] and "top_k_scores" FP32 [n, k],
         "logits" FP32 [n, labels]; multi-label models: "predicted" BOOL [n, labels] (at or above the
@@ -42,6 +46,9 @@ from kserve_server.metrics import PrometheusMetrics
 logger = logging.getLogger(__name__)
 
 TEXT_INPUT = "text"
+PAIR_INPUT = "text_pair"
+QUERY_INPUT = "query"
+V2_INPUTS = (TEXT_INPUT, PAIR_INPUT, QUERY_INPUT)
 #: request parameters KServe's own clients may send; they are not ours to refuse
 PROTOCOL_PARAMETERS = ("binary_data_output", "binary_data", "binary_data_size", "headers")
 
@@ -95,10 +102,19 @@ class BertClassifierModel(kserve.Model):
         super().stop()
 
     def get_input_types(self) -> list[dict]:
-        return [{"name": TEXT_INPUT, "datatype": "BYTES", "shape": [-1]}]
+        inputs = [{"name": TEXT_INPUT, "datatype": "BYTES", "shape": [-1]}]
+        if self.service and self.service.classifier.spec.text_pair:
+            inputs.append({"name": PAIR_INPUT, "datatype": "BYTES", "shape": [-1]})
+        return inputs
 
     def get_output_types(self) -> list[dict]:
         labels = len(self.service.classifier.labels) if self.service else -1
+        if self.service and self.service.classifier.spec.regression:
+            return [
+                {"name": "score", "datatype": "FP32", "shape": [-1]},
+                {"name": "truncated", "datatype": "BOOL", "shape": [-1]},
+                {"name": "tokens", "datatype": "INT32", "shape": [-1]},
+            ]
         return [
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
             {"name": "score", "datatype": "FP32", "shape": [-1]},
@@ -132,35 +148,53 @@ def v1_requests(payload, max_texts: int) -> list[ParsedRequest]:
             request = texts_from_value(instance, max_texts)
         except RequestRejected as rejection:
             raise type(rejection)(f"instances[{index}]: {rejection.message}") from None
-        if request.wants_list:
+        if request.wants_list and not request.rerank:
             raise InvalidInput(f'instances[{index}]: one text per instance (send each text as its own instance), got a list')
         requests.append(request)
     return requests
 
 
 def v2_request(request: InferRequest, max_texts: int) -> ParsedRequest:
-    """An Open Inference Protocol request as one decoded request: the BYTES input "text" [n] and the
-    options from the request's parameters, checked like a TorchServe body."""
-    named = [item for item in request.inputs if item.name == TEXT_INPUT]
-    if len(named) != 1:
+    """An Open Inference Protocol request as one decoded request: the BYTES input "text" [n] (with "text_pair"
+    [n] for pairs, or "query" [1] for reranking) and the options from the request's parameters, checked like
+    a TorchServe body."""
+    by_name: dict[str, list] = {}
+    for item in request.inputs:
+        if item.name not in V2_INPUTS or item.name in by_name:
+            raise InvalidInput(
+                f'send one input named "{TEXT_INPUT}" (datatype BYTES; and "{PAIR_INPUT}" for a pair model, or "{QUERY_INPUT}" to rerank); '
+                f"got inputs {[item.name for item in request.inputs]}"
+            )
+        by_name[item.name] = decoded_texts(item)
+    if TEXT_INPUT not in by_name:
         raise InvalidInput(f'send one input named "{TEXT_INPUT}" (datatype BYTES); got inputs {[item.name for item in request.inputs]}')
-    texts = decoded_texts(named[0])
     parameters = parameter_values(request.parameters)
     unknown = sorted(set(parameters) - set(OPTION_FIELDS) - set(PROTOCOL_PARAMETERS))
     if unknown:
         raise InvalidInput(f"unknown fields {unknown[:10]} in the request's parameters; known: {', '.join(OPTION_FIELDS)}")
-    parsed = texts_from_value(texts, max_texts)
+    texts = by_name[TEXT_INPUT]
+    if QUERY_INPUT in by_name:
+        if PAIR_INPUT in by_name or len(by_name[QUERY_INPUT]) != 1:
+            raise InvalidInput(f'a reranking request has one "{QUERY_INPUT}" [1] and the passages in "{TEXT_INPUT}" [n], without "{PAIR_INPUT}"')
+        options = {key: value for key, value in parameters.items() if key in OPTION_FIELDS}
+        return texts_from_value({"query": by_name[QUERY_INPUT][0], "texts": texts, **options}, max_texts)
+    if PAIR_INPUT in by_name:
+        if len(by_name[PAIR_INPUT]) != len(texts):
+            raise InvalidInput(f'"{TEXT_INPUT}" has {len(texts)} values and "{PAIR_INPUT}" {len(by_name[PAIR_INPUT])}: send one text_pair per text')
+        parsed = texts_from_value({"text": texts, "text_pair": by_name[PAIR_INPUT]}, max_texts)
+    else:
+        parsed = texts_from_value(texts, max_texts)
     return ParsedRequest(parsed.texts, wants_list=True, options=response_options(parameters))
 
 
 def decoded_texts(text_input: InferInput) -> list:
     """The values of a BYTES input as a flat list (JSON data, gRPC contents or raw binary alike), UTF-8 decoded."""
     if text_input.datatype != "BYTES":
-        raise InvalidInput(f'input "{TEXT_INPUT}" must have datatype BYTES, got {text_input.datatype}')
+        raise InvalidInput(f'input "{text_input.name}" must have datatype BYTES, got {text_input.datatype}')
     try:
         values = text_input.as_numpy().reshape(-1).tolist()
     except (ValueError, TypeError) as error:
-        raise InvalidInput(f'input "{TEXT_INPUT}": data does not match its shape {text_input.shape} ({error})') from None
+        raise InvalidInput(f'input "{text_input.name}": data does not match its shape {text_input.shape} ({error})') from None
     texts = []
     for value in values:
         if isinstance(value, (bytes, bytearray)):
@@ -202,6 +236,23 @@ def v2_response(model_name: str, request_id: str | None, service: ClassifierServ
     predictions = answered.predictions
     options = answered.request.options
     count = len(predictions)
+    parameters = {"backend": service.backend_name}
+    if answered.request.rerank:
+        results = classifier.rerank_answer(predictions, answered.request)
+        outputs = [
+            InferOutput("index", [len(results)], "INT32", [result["index"] for result in results]),
+            InferOutput("score", [len(results)], "FP32", [classifier.relevance(predictions[result["index"]]) for result in results]),
+        ]
+        return InferResponse(request_id or "", model_name, outputs, parameters=parameters, use_binary_outputs=binary)
+    reading = [
+        InferOutput("truncated", [count], "BOOL", [prediction.truncated for prediction in predictions]),
+        InferOutput("tokens", [count], "INT32", [prediction.tokens for prediction in predictions]),
+    ]
+    if classifier.spec.regression:
+        outputs = [InferOutput("score", [count], "FP32", [float(prediction.logits[0]) for prediction in predictions]), *reading]
+        if options.return_logits:
+            outputs.append(InferOutput("logits", [count, 1], "FP32", [float(prediction.logits[0]) for prediction in predictions], parameters={"labels": json.dumps(labels)}))
+        return InferResponse(request_id or "", model_name, outputs, parameters=parameters, use_binary_outputs=binary)
     # ordered and thresholded in float64, as the JSON answers are; sent as float32
     probabilities = np.array([prediction.probabilities for prediction in predictions], dtype=np.float64).reshape(count, len(labels))
     best = probabilities.argmax(axis=1)
@@ -210,8 +261,7 @@ def v2_response(model_name: str, request_id: str | None, service: ClassifierServ
         InferOutput("label", [count], "BYTES", [labels[i] for i in best]),
         InferOutput("score", [count], "FP32", probabilities[np.arange(count), best].astype(np.float32).tolist()),
         InferOutput("probabilities", [count, len(labels)], "FP32", probabilities.astype(np.float32).reshape(-1).tolist(), parameters=label_names),
-        InferOutput("truncated", [count], "BOOL", [prediction.truncated for prediction in predictions]),
-        InferOutput("tokens", [count], "INT32", [prediction.tokens for prediction in predictions]),
+        *reading,
     ]
     if classifier.truncation == "chunks":
         outputs.append(InferOutput("chunks", [count], "INT32", [prediction.windows for prediction in predictions]))
@@ -227,4 +277,4 @@ def v2_response(model_name: str, request_id: str | None, service: ClassifierServ
         threshold = classifier.threshold_for(options)
         outputs.append(InferOutput("predicted", [count, len(labels)], "BOOL", (probabilities >= threshold).reshape(-1).tolist(),
                                    parameters={**label_names, "threshold": str(threshold)}))  # fmt: skip
-    return InferResponse(request_id or "", model_name, outputs, parameters={"backend": service.backend_name}, use_binary_outputs=binary)
+    return InferResponse(request_id or "", model_name, outputs, parameters=parameters, use_binary_outputs=binary)

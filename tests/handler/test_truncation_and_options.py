@@ -8,7 +8,7 @@ import pytest
 from handler.classifier import TextPrediction
 from handler.errors import InvalidInput
 from handler.http_status import http_status
-from handler.payload import ResponseOptions, texts_from_value
+from handler.payload import ParsedRequest, ResponseOptions, texts_from_value
 from handler.settings import HandlerSettings
 from handler.errors import SettingsError
 from handler.tokenizer import clipped, content_windows
@@ -95,8 +95,8 @@ def test_answers_carry_top_k_logits_and_multi_label_labels(tiny_checkpoint):
 
 def test_threshold_on_a_single_label_model_is_refused(tiny_checkpoint):
     with pytest.raises(InvalidInput, match="threshold applies to multi-label models only"):
-        classifier_for(tiny_checkpoint, multi_label=False).check(ResponseOptions(threshold=0.3))
-    classifier_for(tiny_checkpoint, multi_label=True).check(ResponseOptions(threshold=0.3))
+        classifier_for(tiny_checkpoint, multi_label=False).check(ParsedRequest(["a text"], False, ResponseOptions(threshold=0.3)))
+    classifier_for(tiny_checkpoint, multi_label=True).check(ParsedRequest(["a text"], False, ResponseOptions(threshold=0.3)))
 
 
 class _SumBackend:
@@ -143,7 +143,7 @@ def planned(lengths, chunk_size=None, max_batch_tokens=None):
     from handler.classifier import TextClassifier
 
     tokenizer = SimpleNamespace(pad_id=0, type_id=0)
-    spec = SimpleNamespace(max_length=512, labels=["a", "b"], multi_label=False)
+    spec = SimpleNamespace(max_length=512, labels=["a", "b"], multi_label=False, regression=False, text_pair=False)
     classifier = TextClassifier(tokenizer, SizedBackend(chunk_size), spec, max_batch_tokens=max_batch_tokens)
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [[lengths[i] for i in chunk] for chunk in classifier.chunk_plan([lengths[i] for i in order], order)]

@@ -3,7 +3,8 @@
 A subprocess, because tritonclient and KServe compile the same `inference.*` protobuf messages: one
 process cannot import both, and the test process imports KServe elsewhere.
 
-stdin:  {"address": "host:port", "model": "...", "texts": [...], "parameters": {...}, "call": "infer"|"ready"|"metadata"}
+stdin:  {"address": "host:port", "model": "...", "texts": [...], "more_inputs": {"text_pair": [...]}, "parameters": {...},
+         "call": "infer"|"ready"|"metadata"}  (more_inputs: further BYTES inputs, optional)
 stdout: {"outputs": {name: {"data": [...], "shape": [...], "parameters": {...}}}, "parameters": {...}}
         or {"error": {"status": "StatusCode.INVALID_ARGUMENT", "message": "..."}}
 """
@@ -30,10 +31,12 @@ def call(request: dict) -> dict:
         if request.get("call") == "metadata":
             metadata = client.get_model_metadata(request["model"], as_json=True)
             return {"inputs": metadata["inputs"], "outputs": [output["name"] for output in metadata["outputs"]]}
-        texts = request["texts"]
-        text = grpcclient.InferInput("text", [len(texts)], "BYTES")
-        text.set_data_from_numpy(np.array([value.encode() for value in texts], dtype=object))
-        result = client.infer(request["model"], [text], parameters=request.get("parameters") or None)
+        inputs = []
+        for name, values in {"text": request["texts"], **(request.get("more_inputs") or {})}.items():
+            tensor = grpcclient.InferInput(name, [len(values)], "BYTES")
+            tensor.set_data_from_numpy(np.array([value.encode() for value in values], dtype=object))
+            inputs.append(tensor)
+        result = client.infer(request["model"], inputs, parameters=request.get("parameters") or None)
         response = result.get_response()
         outputs = {}
         for output in response.outputs:
