@@ -18,8 +18,9 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 #: encoder families served (config.json's model_type); others are refused when the spec is made
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta-v2")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
-#: config.json key (written by training.train, or by export.onnx_export --text-pair) that says the model reads
-#: a pair of texts per input: (text, text_pair), e.g. paraphrase, NLI, a cross-encoder reranker
+#: config.json key (written by training.train) that says the model reads a pair of texts per input: (text,
+#: text_pair), e.g. paraphrase, NLI, a cross-encoder reranker; export.onnx_export --text-pair sets it in the spec
+#: for a checkpoint trained elsewhere
 TEXT_PAIR_CONFIG_KEY = "text_pair"
 #: families whose position ids start after the padding index (RoBERTa's offset): pad_token_id + 1 positions are not usable
 PADDING_OFFSET_MODEL_TYPES = ("roberta", "xlm-roberta")
