@@ -8,6 +8,9 @@ Response schema (one per text):
 under the archive's truncation policy; with truncation "chunks" also "chunks": windows averaged.)
 A JSON object may ask for more (handler/payload.py:ResponseOptions): "top_k", "return_logits", and for
 multi-label models "threshold" (their answers carry "labels", every label at or above it).
+Pair models answer {"text": ..., "text_pair": ...} with "pair_tokens" and "truncated_side" added; a
+regression model answers {"score": 3.71, "truncated", "tokens", "backend"}; a {"query", "texts"} reranking
+request gets one list of {"index", "score", "truncated", "backend"}, best first (README "Task shapes").
 A request that sent a list of texts gets a list of these, in order. A bad request gets
 ``{"error": "...", "code": 4xx}`` with that HTTP status (handler/http_status.py); the rest of its batch is answered.
 """
