@@ -15,7 +15,7 @@ from pathlib import Path
 from export.mar import HANDLER_SOURCE, SERVING_TARGETS, MarRequest, TorchServeSettings, build_mar
 from handler import layout
 from handler.errors import run_cli
-from handler.settings import BACKEND_NAMES, TRUNCATION_POLICIES, HandlerSettings, OnnxRuntimeOptions, TorchCpuOptions
+from handler.settings import BACKEND_NAMES, PAIR_TRUNCATION_POLICIES, TRUNCATION_POLICIES, HandlerSettings, OnnxRuntimeOptions, TorchCpuOptions
 
 
 def parse_args(argv: list[str] | None = None) -> MarRequest:
@@ -31,7 +31,10 @@ def parse_args(argv: list[str] | None = None) -> MarRequest:
     parser.add_argument("--out", type=Path, default=Path("model_store"))
     parser.add_argument("--backend", default=defaults.backend, choices=["auto", *BACKEND_NAMES])
     parser.add_argument("--max-length", type=int, help="truncate texts to this many tokens (default: the spec's, 128)")
-    parser.add_argument("--truncation", choices=TRUNCATION_POLICIES, default=defaults.truncation, help="what a longer text keeps (README)")
+    parser.add_argument("--truncation", choices=TRUNCATION_POLICIES, default=defaults.truncation, help="what a longer text keeps (README; pair models: head)")
+    parser.add_argument(
+        "--pair-truncation", choices=PAIR_TRUNCATION_POLICIES, default=defaults.pair_truncation, help="pair models: which text of a longer pair is cut"
+    )  # fmt: skip
     parser.add_argument("--max-chunks", type=int, default=defaults.max_chunks, help="windows per text at most with --truncation chunks")
     parser.add_argument("--max-batch-tokens", type=int, default=defaults.max_batch_tokens, help="padded tokens per backend call at most (0: no bound)")
     parser.add_argument("--response-cache-size", type=int, default=defaults.response_cache_size, help="texts whose predictions a worker remembers (0: off)")
@@ -56,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> MarRequest:
         backend=args.backend,
         max_length=args.max_length,
         truncation=args.truncation,
+        pair_truncation=args.pair_truncation,
         max_chunks=args.max_chunks,
         max_batch_tokens=args.max_batch_tokens or None,
         response_cache_size=args.response_cache_size,

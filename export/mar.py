@@ -22,7 +22,7 @@ import yaml
 
 from handler import layout
 from handler.errors import ArchiveError
-from handler.settings import HandlerSettings
+from handler.settings import PAIR_MODEL_TRUNCATION_POLICIES, PAIR_TRUNCATION_POLICIES, HandlerSettings
 from handler.spec import ModelSpec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -136,6 +136,7 @@ def resolved(request: MarRequest) -> tuple[MarRequest, ModelSpec]:
             raise ArchiveError(f"--max-length {max_length} exceeds the export's {spec.max_length}: re-export with --max-length {max_length}")
     else:
         spec = ModelSpec.from_checkpoint(checkpoint, max_length)
+    check_pair_settings(spec, request.handler)
     handler = request.handler
     if handler.onnxruntime.int8 and not (export_dir and (export_dir / layout.INT8_ONNX_FILE).is_file()):
         if export_dir:
@@ -145,6 +146,30 @@ def resolved(request: MarRequest) -> tuple[MarRequest, ModelSpec]:
     if engine and not engine.is_file():
         raise ArchiveError(f"engine {engine} does not exist: build it with `python -m export.trt_engine`")
     return replace(request, checkpoint=checkpoint, export_dir=export_dir, engine=engine, handler=handler), spec
+
+
+def check_pair_settings(spec: ModelSpec, handler: HandlerSettings) -> None:
+    """Raise `ArchiveError` when the truncation settings do not fit the model's inputs: a pair model is cut only
+    by pair_truncation (truncation must be one of PAIR_MODEL_TRUNCATION_POLICIES); a single-text model takes no
+    pair_truncation other than the default."""
+    if spec.text_pair and handler.truncation not in PAIR_MODEL_TRUNCATION_POLICIES:
+        raise ArchiveError(
+            f"--truncation {handler.truncation} is not served for a text-pair model: tail, head+tail and chunks have no agreed meaning "
+            f"for two texts, so a pair is cut at the end of the text(s) --pair-truncation names ({', '.join(PAIR_TRUNCATION_POLICIES)}); "
+            f"build with --truncation {' or '.join(PAIR_MODEL_TRUNCATION_POLICIES)} (the default)"
+        )
+    if not spec.text_pair and handler.pair_truncation != HandlerSettings().pair_truncation:
+        raise ArchiveError(
+            f"--pair-truncation {handler.pair_truncation} applies to text-pair models only, and this model reads single texts (its spec's "
+            "text_pair is false): drop the option, or re-export with `python -m export.onnx_export --text-pair` if the model reads pairs"
+        )
+
+
+def archive_summary(spec: ModelSpec, handler: HandlerSettings) -> str:
+    """What the archive serves, for its summary line: outputs, inputs and max_length."""
+    outputs = f"regression score {spec.labels[0]!r}" if spec.regression else f"labels {spec.labels}"
+    inputs = f"text pairs (pair_truncation {handler.pair_truncation})" if spec.text_pair else "single texts"
+    return f"{outputs}; {inputs}; max_length {spec.max_length}"
 
 
 def build_mar(request: MarRequest) -> Path:
@@ -174,5 +199,5 @@ def build_mar(request: MarRequest) -> Path:
             raise ArchiveError(f"torch-model-archiver failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
     mar = request.out / f"{request.model_name}.mar"
     size = mar.stat().st_size / 2**20
-    print(f"wrote {mar} ({size:.1f} MiB; labels {spec.labels}; max_length {spec.max_length}; extras: {', '.join(extras) or 'none'})")
+    print(f"wrote {mar} ({size:.1f} MiB; {archive_summary(spec, request.handler)}; extras: {', '.join(extras) or 'none'})")
     return mar

@@ -22,6 +22,11 @@ are quantized: the 6 projections of each layer; attention's two activation x act
 The int8 model's accuracy is measured on labelled texts against the fp32 ONNX; above the budget (default
 0.5 points) the file is removed and `QuantizationBudgetError` is raised (exit 1). The record of how it was
 made goes into serving_spec.json (`ModelSpec.quantization`), so the archive says how its model was made.
+
+Pair models (the spec's text_pair) calibrate and are evaluated on pairs: the CSVs need a third column,
+``txt_pair``, and each row is tokenized as (txt, txt_pair). Regression models (one output) are measured by
+the Pearson correlation of their scores with the CSV's float labels instead of accuracy; the budget is then
+in points of 100 x r, and the record's metric says "pearson".
 """
 
 from __future__ import annotations
@@ -39,10 +44,12 @@ import numpy as np
 from handler import layout
 from handler.errors import DataError, ExportError, run_cli
 from handler.spec import ModelSpec, QuantizationRecord
-from training.data import read_labelled_csv
+from training.data import PAIR_COLUMN, LabelledExamples, float_labels, read_labelled_examples
 
 DEFAULT_BUDGET_POINTS = 0.5
 DEFAULT_CALIBRATION_TEXTS = 300
+#: QuantizationRecord.metric of classifiers (share of argmax labels right) and of regression models
+ACCURACY, PEARSON = "accuracy", "pearson"
 
 
 @dataclass(frozen=True)
@@ -99,102 +106,190 @@ def weight_matmuls(onnx_path: Path) -> list[str]:
     return [node.name for node in model.graph.node if node.op_type == "MatMul" and any(name in weights for name in node.input)]
 
 
-class _TokenizedBatches:
-    """ONNX Runtime's CalibrationDataReader over texts tokenized in batches, padded to the batch's longest text;
-    or, with `pad_to`, full batches only, each padded to `pad_to` tokens (the histogram calibrators stack
-    every batch's tensors: they need one shape). `texts_used` says how many texts it feeds."""
+class TokenizedBatches:
+    """ONNX Runtime's CalibrationDataReader over texts (or pairs: `pairs` holds the second texts) tokenized in
+    batches, padded to the batch's longest input; or, with `pad_to`, full batches only, each padded to `pad_to`
+    tokens (the histogram calibrators stack every batch's tensors: they need one shape). `texts_used` says how
+    many inputs it feeds."""
 
-    def __init__(self, tokenizer, spec: ModelSpec, texts: list[str], batch_size: int = 16, pad_to: int | None = None):
+    def __init__(self, tokenizer, spec: ModelSpec, texts: list[str], batch_size: int = 16, pad_to: int | None = None, pairs: list[str] | None = None):
         if pad_to:
             texts = texts[: len(texts) - len(texts) % batch_size] or texts
         self.texts_used = len(texts)
-        self.batches = [onnx_feeds(tokenizer, spec, texts[i : i + batch_size], pad_to) for i in range(0, len(texts), batch_size)]
+        self.batches = [
+            onnx_feeds(tokenizer, spec, texts[i : i + batch_size], pad_to, pairs[i : i + batch_size] if pairs else None)
+            for i in range(0, len(texts), batch_size)
+        ]
 
     def get_next(self):
         return self.batches.pop(0) if self.batches else None
 
 
-def onnx_feeds(tokenizer, spec: ModelSpec, texts: list[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
-    """int64 inputs of a padded batch (to its longest text, or to `pad_to` tokens), named as the ONNX graph's inputs."""
+def onnx_feeds(tokenizer, spec: ModelSpec, texts: list[str], pad_to: int | None = None, pairs: list[str] | None = None) -> dict[str, np.ndarray]:
+    """int64 inputs of a padded batch (to its longest input, or to `pad_to` tokens), named as the ONNX graph's
+    inputs; with `pairs`, each input is the pair (texts[i], pairs[i]), cut longest-first to fit."""
     padding = {"padding": "max_length", "max_length": pad_to} if pad_to else {"padding": True, "max_length": spec.max_length}
-    encoded = tokenizer(texts, truncation=True, return_tensors="np", return_token_type_ids=True, **padding)
+    encoded = tokenizer(texts, pairs, truncation=True, return_tensors="np", return_token_type_ids=True, **padding)
     return {name: encoded[name].astype(np.int64) for name in spec.input_names}
 
 
-def onnx_accuracy(onnx_path: Path, tokenizer, spec: ModelSpec, labels: list[str], texts: list[str], batch_size: int = 16, fuse: bool = True) -> float:
-    """Share of texts whose argmax label (spec's names) equals `labels`, batched by length. `fuse=False` turns
-    ONNX Runtime's graph fusions off: Q/DQ then run as written, around float32 MatMuls (how its CPU runs FP8
-    QDQ graphs: it has no FP8 MatMul, and the fused QLinearMatMul refuses float8 inputs)."""
+def length_order(texts: list[str], pairs: list[str] | None = None) -> list[int]:
+    """Indices of the inputs, shortest first (batches of similar lengths pad little)."""
+    return sorted(range(len(texts)), key=lambda i: len(texts[i]) + (len(pairs[i]) if pairs else 0))
+
+
+def onnx_outputs(onnx_path: Path, tokenizer, spec: ModelSpec, texts: list[str], pairs: list[str] | None = None, batch_size: int = 16, fuse: bool = True) -> np.ndarray:
+    """The ONNX model's outputs (logits, or a regression model's scores) for each input, in input order,
+    run in length-sorted batches. `fuse=False` turns ONNX Runtime's graph fusions off: Q/DQ then run as
+    written, around float32 MatMuls (how its CPU runs FP8 QDQ graphs: it has no FP8 MatMul, and the fused
+    QLinearMatMul refuses float8 inputs)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if not fuse:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    correct = 0
+    order = length_order(texts, pairs)
+    outputs = np.zeros((len(texts), len(spec.labels)), dtype=np.float32)
     for first in range(0, len(order), batch_size):
         indices = order[first : first + batch_size]
-        (logits,) = session.run([spec.output_name], onnx_feeds(tokenizer, spec, [texts[i] for i in indices]))
-        correct += sum(spec.labels[int(best)] == labels[i] for best, i in zip(logits.argmax(1), indices))
-    return correct / len(texts)
+        feeds = onnx_feeds(tokenizer, spec, [texts[i] for i in indices], pairs=[pairs[i] for i in indices] if pairs else None)
+        (batch_outputs,) = session.run([spec.output_name], feeds)
+        outputs[indices] = batch_outputs
+    return outputs
+
+
+def pearson(predicted: np.ndarray, gold: np.ndarray) -> float:
+    """Pearson correlation of two score vectors; 0.0 when the predictions are constant (nothing correlates)."""
+    predicted, gold = np.asarray(predicted, dtype=np.float64), np.asarray(gold, dtype=np.float64)
+    if np.ptp(predicted) == 0:
+        return 0.0
+    return float(np.corrcoef(predicted, gold)[0, 1])
+
+
+def quality(spec: ModelSpec, outputs: np.ndarray, labels: list) -> float:
+    """What the budget is measured in: a regression model's Pearson correlation of its scores with the float
+    `labels`, else the share of inputs whose argmax label (spec's names) equals `labels`."""
+    if spec.regression:
+        return pearson(outputs[:, 0], np.asarray(labels, dtype=np.float64))
+    return sum(spec.labels[int(best)] == label for best, label in zip(outputs.argmax(1), labels)) / len(labels)
+
+
+def onnx_accuracy(
+    onnx_path: Path, tokenizer, spec: ModelSpec, labels: list, texts: list[str], batch_size: int = 16, fuse: bool = True, pairs: list[str] | None = None
+) -> float:
+    """`quality` of the ONNX model on `texts` (and `pairs`) against `labels` (see `onnx_outputs` for `fuse`)."""
+    return quality(spec, onnx_outputs(onnx_path, tokenizer, spec, texts, pairs, batch_size, fuse), labels)
+
+
+def examples_for(spec: ModelSpec, path: Path, option: str) -> LabelledExamples:
+    """The CSV at `path` (given as `option`), checked to hold pairs exactly when the model reads pairs."""
+    examples = read_labelled_examples(path)
+    if spec.text_pair and not examples.text_pair:
+        raise DataError(
+            f"{path} has no {PAIR_COLUMN} column, but the model reads text pairs: pass {option} a label,txt,{PAIR_COLUMN} CSV "
+            f"(each row's second text in {PAIR_COLUMN})"
+        )
+    if examples.text_pair and not spec.text_pair:
+        raise DataError(
+            f"{path} has a {PAIR_COLUMN} column, but the model reads single texts (its spec's text_pair is false): pass {option} "
+            f"a label,txt CSV, or re-export with `export.onnx_export --text-pair` if the model reads pairs"
+        )
+    return examples
 
 
 @dataclass
 class CalibrationData:
-    """What every quantization here reads: the tokenizer, the spec, calibration texts and labelled evaluation texts."""
+    """What every quantization here reads: the tokenizer, the spec, calibration texts and labelled evaluation
+    texts (for pair models also their second texts; for regression models float labels)."""
 
     tokenizer: object
     spec: ModelSpec
     calibration: list[str]
     calibration_source: str
     seed: int
-    evaluation_labels: list[str]
+    #: label names, or a regression model's float scores
+    evaluation_labels: list
     evaluation_texts: list[str]
     evaluation_source: str
-    #: accuracy of each fp32 ONNX measured on the evaluation texts (every quantized output is compared with it)
+    #: `quality` (accuracy, or Pearson r) of each fp32 ONNX on the evaluation texts (every quantized output is compared with it)
     fp32_accuracies: dict[Path, float] = field(default_factory=dict)
+    #: pair models: the second text of each calibration / evaluation text (None: single texts)
+    calibration_pairs: list[str] | None = None
+    evaluation_pairs: list[str] | None = None
+
+    @property
+    def metric(self) -> str:
+        """What the budget is measured in (QuantizationRecord.metric): "pearson" for regression, else "accuracy"."""
+        return PEARSON if self.spec.regression else ACCURACY
+
+    def calibration_batches(self, pad_to: int | None = None) -> TokenizedBatches:
+        """The calibration texts (or pairs) as ONNX Runtime's calibration reader (see `TokenizedBatches`)."""
+        return TokenizedBatches(self.tokenizer, self.spec, self.calibration, pad_to=pad_to, pairs=self.calibration_pairs)
 
     def fp32_accuracy(self, onnx_path: Path) -> float:
-        """The fp32 ONNX's accuracy on the evaluation texts, measured once."""
+        """The fp32 ONNX's `quality` on the evaluation texts, measured once."""
         if onnx_path not in self.fp32_accuracies:
-            self.fp32_accuracies[onnx_path] = onnx_accuracy(onnx_path, self.tokenizer, self.spec, self.evaluation_labels, self.evaluation_texts)
+            self.fp32_accuracies[onnx_path] = self.onnx_quality(onnx_path)
         return self.fp32_accuracies[onnx_path]
+
+    def onnx_quality(self, onnx_path: Path, fuse: bool = True) -> float:
+        """`quality` of an ONNX model on the evaluation texts (or pairs)."""
+        return onnx_accuracy(onnx_path, self.tokenizer, self.spec, self.evaluation_labels, self.evaluation_texts, fuse=fuse, pairs=self.evaluation_pairs)
 
     @classmethod
     def load(cls, export_dir: Path, checkpoint: Path, calibration_csv: Path, evaluation_csv: Path, calibration_texts: int, seed: int = 0) -> "CalibrationData":
-        """Sample `calibration_texts` texts (shuffled with `seed`) and read the evaluation CSV; raises `DataError` on unknown labels."""
+        """Sample `calibration_texts` texts (or pairs; shuffled with `seed`) and read the evaluation CSV; raises
+        `DataError` on unknown labels (regression: labels that are not numbers, or all equal) and when a CSV's
+        pairs do not match the model's."""
         from transformers import AutoTokenizer
 
         spec = ModelSpec.load(export_dir)
-        _, pool = read_labelled_csv(calibration_csv)
-        random.Random(seed).shuffle(pool)
-        labels, texts = read_labelled_csv(evaluation_csv)
-        unknown = set(labels) - set(spec.labels)
-        if unknown:
-            raise DataError(f"{evaluation_csv} has labels {sorted(unknown)} that the model does not know ({spec.labels})")
+        pool = examples_for(spec, calibration_csv, "--calibration")
+        order = list(range(len(pool.texts)))
+        random.Random(seed).shuffle(order)
+        order = order[:calibration_texts]
+        evaluation = examples_for(spec, evaluation_csv, "--evaluation")
+        labels = evaluation_labels(spec, evaluation)
         tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
-        return cls(tokenizer, spec, pool[:calibration_texts], Path(calibration_csv).name, seed, labels, texts, Path(evaluation_csv).name)
+        return cls(
+            tokenizer, spec, [pool.texts[i] for i in order], Path(calibration_csv).name, seed, labels, evaluation.texts, Path(evaluation_csv).name,
+            calibration_pairs=[pool.pairs[i] for i in order] if pool.text_pair else None, evaluation_pairs=evaluation.pairs,
+        )  # fmt: skip
 
     def record(
         self, method: str, calibrate_method: str, budget_points: float, accuracy_fp32: float, accuracy_quantized: float,
         calibration_texts: int | None = None, quantized_ops: str = "weights",
     ) -> QuantizationRecord:  # fmt: skip
-        """The record of a model quantized from this data (`calibration_texts` of its texts, default all),
-        refused (`QuantizationBudgetError`) over the budget."""
+        """The record of a model quantized from this data (`calibration_texts` of its texts, default all; the
+        two scores in `metric`), refused (`QuantizationBudgetError`) over the budget."""
         record = QuantizationRecord(
             method=method, per_channel=True, calibrate_method=calibrate_method, calibration_source=self.calibration_source,
             calibration_texts=calibration_texts or len(self.calibration), seed=self.seed, quantized_ops=quantized_ops, evaluation_source=self.evaluation_source,
             evaluation_texts=len(self.evaluation_texts), budget_points=budget_points,
-            accuracy_fp32=round(accuracy_fp32, 4), accuracy_quantized=round(accuracy_quantized, 4),
+            accuracy_fp32=round(accuracy_fp32, 4), accuracy_quantized=round(accuracy_quantized, 4), metric=self.metric,
         )  # fmt: skip
         if record.loss_points > budget_points:
+            points = "correlation points (100 x Pearson r with the gold scores)" if record.metric == PEARSON else "accuracy points"
             raise QuantizationBudgetError(
-                f"{method} loses {record.loss_points} accuracy points on {record.evaluation_texts} texts of {record.evaluation_source} "
+                f"{method} loses {record.loss_points} {points} on {record.evaluation_texts} texts of {record.evaluation_source} "
                 f"({record.accuracy_quantized} vs fp32 {record.accuracy_fp32}), over the budget of {budget_points}: serve without it, "
                 f"calibrate on more texts (--calibration-texts), or raise --budget-points"
             )
         return record
+
+
+def evaluation_labels(spec: ModelSpec, examples: LabelledExamples) -> list:
+    """The evaluation labels as the model's metric needs them: float scores (regression) or known label names."""
+    if spec.regression:
+        scores = float_labels(examples)
+        if len(set(scores)) < 2:
+            raise DataError(f"{examples.path}: every label is {scores[0]}: a correlation needs varied gold scores; evaluate on a CSV with different scores")
+        return scores
+    unknown = set(examples.labels) - set(spec.labels)
+    if unknown:
+        raise DataError(f"{examples.path} has labels {sorted(unknown)} that the model does not know ({spec.labels})")
+    return examples.labels
 
 
 def write_qdq_onnx(onnx_path: Path, qdq: QdqFormat, data: CalibrationData, budget_points: float) -> QuantizationRecord:
@@ -204,7 +299,7 @@ def write_qdq_onnx(onnx_path: Path, qdq: QdqFormat, data: CalibrationData, budge
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = onnx_path.with_name(qdq.file_name)
-    reader = _TokenizedBatches(data.tokenizer, data.spec, data.calibration, pad_to=None if qdq.calibrate_method == "MinMax" else data.spec.max_length)
+    reader = data.calibration_batches(pad_to=None if qdq.calibrate_method == "MinMax" else data.spec.max_length)
     with tempfile.TemporaryDirectory(prefix="bert_trt_qdq_") as tmp:  # the shape-inferred copy is scratch
         prepared = Path(tmp) / layout.ONNX_FILE
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
@@ -217,8 +312,7 @@ def write_qdq_onnx(onnx_path: Path, qdq: QdqFormat, data: CalibrationData, budge
         )  # fmt: skip
     if "FLOAT8" in qdq.activation_type:
         absmax_fp8_scales(out, onnx_path, data)
-    fuse = "FLOAT8" not in qdq.activation_type
-    accuracy = onnx_accuracy(out, data.tokenizer, data.spec, data.evaluation_labels, data.evaluation_texts, fuse=fuse)
+    accuracy = data.onnx_quality(out, fuse="FLOAT8" not in qdq.activation_type)
     try:
         return data.record(
             qdq.method, qdq.calibrate_method, budget_points, data.fp32_accuracy(onnx_path), accuracy,
@@ -247,7 +341,7 @@ def absmax_fp8_scales(qdq_path: Path, fp32_path: Path, data: CalibrationData) ->
     activation_scales = {n.input[0]: n.input[1] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in initializers}
     with tempfile.TemporaryDirectory(prefix="bert_trt_fp8_") as tmp:
         calibrator = create_calibrator(str(fp32_path), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"), calibrate_method=CalibrationMethod.MinMax)
-        calibrator.collect_data(_TokenizedBatches(data.tokenizer, data.spec, data.calibration))
+        calibrator.collect_data(data.calibration_batches())
         ranges = calibrator.compute_data()
     for tensor, scale_name in activation_scales.items():
         low, high = getattr(ranges[tensor], "range_value", ranges[tensor])
@@ -295,12 +389,14 @@ def tensorrt_qdq_onnx(onnx_path: Path, precision: str, data: CalibrationData, bu
     return record
 
 
-def torch_batches(data: CalibrationData, texts: list[str], batch_size: int = 16):
-    """(input_ids, token_type_ids, attention_mask) int64 tensors of `texts` in order, `batch_size` at a time."""
+def torch_batches(data: CalibrationData, texts: list[str], batch_size: int = 16, pairs: list[str] | None = None):
+    """(input_ids, token_type_ids, attention_mask) int64 tensors of `texts` (with `pairs`: of the pairs) in
+    order, `batch_size` at a time."""
     import torch
 
     for first in range(0, len(texts), batch_size):
-        feeds = onnx_feeds(data.tokenizer, data.spec, texts[first : first + batch_size])
+        chunk_pairs = pairs[first : first + batch_size] if pairs else None
+        feeds = onnx_feeds(data.tokenizer, data.spec, texts[first : first + batch_size], pairs=chunk_pairs)
         yield tuple(torch.from_numpy(feeds[name]) for name in ("input_ids", "token_type_ids", "attention_mask"))
 
 
@@ -316,7 +412,7 @@ def fp8_scales(checkpoint: Path, export_dir: Path, data: CalibrationData, budget
 
     hf_model = AutoModelForSequenceClassification.from_pretrained(checkpoint, local_files_only=True, dtype=torch.float32)
     fused = FusedBertClassifier.from_hf(hf_model.eval()).eval()
-    calibration = calibrate(fused, torch_batches(data, data.calibration), data.calibration_source, data.seed)
+    calibration = calibrate(fused, torch_batches(data, data.calibration, pairs=data.calibration_pairs), data.calibration_source, data.seed)
     fp8 = Fp8BertClassifier(fused, calibration).to_device(torch.device("cpu"), torch.float32)
     accuracy = [torch_accuracy(module, data) for module in (fused, fp8)]
     record = data.record(FP8_SCALES_METHOD, "MinMax", budget_points, *accuracy)
@@ -325,23 +421,29 @@ def fp8_scales(checkpoint: Path, export_dir: Path, data: CalibrationData, budget
 
 
 def torch_accuracy(module, data: CalibrationData) -> float:
-    """Share of `data`'s evaluation texts a fused-BERT `module` labels right (length-sorted batches)."""
+    """`quality` of a fused-BERT `module` on `data`'s evaluation texts (or pairs), in length-sorted batches."""
     import torch
 
-    order = sorted(range(len(data.evaluation_texts)), key=lambda i: len(data.evaluation_texts[i]))
-    predicted = []
+    texts, pairs = data.evaluation_texts, data.evaluation_pairs
+    order = length_order(texts, pairs)
     with torch.inference_mode():
-        for batch in torch_batches(data, [data.evaluation_texts[i] for i in order]):
-            predicted += module(*batch).float().argmax(1).tolist()
-    return sum(data.spec.labels[best] == data.evaluation_labels[i] for best, i in zip(predicted, order)) / len(order)
+        batches = torch_batches(data, [texts[i] for i in order], pairs=[pairs[i] for i in order] if pairs else None)
+        in_order = np.concatenate([module(*batch).float().numpy() for batch in batches])
+    outputs = np.empty_like(in_order)
+    outputs[order] = in_order
+    return quality(data.spec, outputs, data.evaluation_labels)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The quantization options, shared by this command and `export.onnx_export --int8`."""
-    parser.add_argument("--calibration", type=Path, default=Path("artifacts/data/train.csv"), help="label,txt CSV to sample calibration texts from")
+    csv_kind = f"label,txt CSV (label,txt,{PAIR_COLUMN} for pair models; float labels for regression)"
+    parser.add_argument("--calibration", type=Path, default=Path("artifacts/data/train.csv"), help=f"{csv_kind} to sample calibration texts from")
     parser.add_argument("--calibration-texts", type=int, default=DEFAULT_CALIBRATION_TEXTS)
-    parser.add_argument("--evaluation", type=Path, default=Path("artifacts/data/test.csv"), help="label,txt CSV the accuracy budget is checked on")
-    parser.add_argument("--budget-points", type=float, default=DEFAULT_BUDGET_POINTS, help="largest accuracy loss accepted, in points")
+    parser.add_argument("--evaluation", type=Path, default=Path("artifacts/data/test.csv"), help=f"{csv_kind} the budget is checked on")
+    parser.add_argument(
+        "--budget-points", type=float, default=DEFAULT_BUDGET_POINTS,
+        help="largest loss accepted, in accuracy points (regression: points of 100 x Pearson r)",
+    )  # fmt: skip
 
 
 #: what `--write` can ask for: the onnxruntime backend's int8 ONNX, TensorRT's QDQ graphs, torch_cuda's FP8 scales
@@ -352,7 +454,7 @@ def quantize_from_args(onnx_path: Path, checkpoint: Path, args: argparse.Namespa
     """Write each of `outputs` (names in OUTPUTS) with the options of `add_arguments`; print what each cost."""
     for option, path in (("--calibration", args.calibration), ("--evaluation", args.evaluation)):
         if not Path(path).is_file():
-            raise DataError(f"{path} does not exist: quantization needs labelled texts, pass {option} CSV (label,txt)")
+            raise DataError(f"{path} does not exist: quantization needs labelled texts, pass {option} CSV (label,txt; label,txt,{PAIR_COLUMN} for pair models)")
     data = CalibrationData.load(onnx_path.parent, checkpoint, args.calibration, args.evaluation, args.calibration_texts)
     records = []
     for output in outputs:
@@ -367,7 +469,7 @@ def quantize_from_args(onnx_path: Path, checkpoint: Path, args: argparse.Namespa
             record = tensorrt_qdq_onnx(onnx_path, precision, data, args.budget_points)
             written = onnx_path.with_name(TENSORRT_FORMATS[precision].file_name)
         print(
-            f"wrote {written} ({record.method}, {record.calibration_texts} calibration texts): accuracy {record.accuracy_quantized} "
+            f"wrote {written} ({record.method}, {record.calibration_texts} calibration texts): {record.metric} {record.accuracy_quantized} "
             f"vs fp32 {record.accuracy_fp32} on {record.evaluation_texts} texts ({record.loss_points} points lost, budget {record.budget_points})"
         )
         records.append(record)

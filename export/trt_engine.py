@@ -250,11 +250,13 @@ def builder_has_fp16_flag() -> bool:
 
 
 def checked_fp16_onnx(onnx_path: Path, checkpoint: Path, parity_texts: Path | None) -> Path:
-    """`fp16_onnx`, then the exporter's parity check against the fp32 checkpoint (raises `ParityError` over tolerance)."""
-    from export.onnx_export import FP16_LOGIT_TOLERANCE, check_onnx_parity, texts_for_parity
+    """`fp16_onnx`, then the exporter's parity check against the fp32 checkpoint (on pairs for a pair model;
+    raises `ParityError` over tolerance)."""
+    from export.onnx_export import FP16_LOGIT_TOLERANCE, check_onnx_parity, parity_inputs
 
     path = fp16_onnx(onnx_path)
-    report = check_onnx_parity(path, checkpoint, texts_for_parity(parity_texts), tolerance=FP16_LOGIT_TOLERANCE)
+    texts, pairs = parity_inputs(parity_texts, ModelSpec.load(onnx_path.parent).text_pair)
+    report = check_onnx_parity(path, checkpoint, texts, tolerance=FP16_LOGIT_TOLERANCE, pairs=pairs)
     print(f"wrote {path}: {report.summary()}")
     return path
 
@@ -284,7 +286,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workspace-gib", type=float, help="builder workspace limit")
     parser.add_argument("--print-trtexec", action="store_true", help="only print the equivalent trtexec command")
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/default/checkpoint"), help="fp32 reference for the fp16 ONNX's parity check")
-    parser.add_argument("--parity-texts", type=Path, default=Path("artifacts/data/test.csv"), help="texts for that check (built-in ones if missing)")
+    parser.add_argument(
+        "--parity-texts", type=Path, default=Path("artifacts/data/test.csv"),
+        help="texts for that check (a pair model: a CSV with a txt_pair column; built-in ones if missing)",
+    )  # fmt: skip
     add_quantization_arguments(parser)
     args = parser.parse_args(argv)
 

