@@ -116,14 +116,12 @@ class TextClassifier:
         pairs in one window each, cut under pair_truncation)."""
         encoded = self.tokenizer.encode_texts(texts, self.max_length, self.truncation, self.max_chunks, self.pair_truncation)
         windows = [(owner, window) for owner, text in enumerate(encoded) for window in text.windows]
-        type_ids = None
-        if any(text.type_windows is not None for text in encoded):
-            single = self.tokenizer.type_id
-            type_ids = [types for text in encoded for types in (text.type_windows or [[single] * len(window) for window in text.windows])]
-        return EncodedTexts(
-            [window for _, window in windows], [owner for owner, _ in windows], [text.tokens for text in encoded], [text.truncated for text in encoded],
-            type_ids, [text.pair_tokens for text in encoded], [text.truncated_side for text in encoded],
-        )  # fmt: skip
+        ids, owners, tokens, truncated = [window for _, window in windows], [owner for owner, _ in windows], [t.tokens for t in encoded], [t.truncated for t in encoded]
+        if not self.spec.text_pair:  # single texts: one token type, nothing per pair (the check refused pairs)
+            return EncodedTexts(ids, owners, tokens, truncated, None, [None] * len(encoded), [None] * len(encoded))
+        single = self.tokenizer.type_id
+        type_ids = [types for text in encoded for types in (text.type_windows or [[single] * len(window) for window in text.windows])]
+        return EncodedTexts(ids, owners, tokens, truncated, type_ids, [t.pair_tokens for t in encoded], [t.truncated_side for t in encoded])
 
     def chunks(self, encoded: EncodedTexts):
         """Sort the windows by length and yield (indices, padded inputs) chunks.

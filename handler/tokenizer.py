@@ -311,19 +311,24 @@ class FastTokenizer:
         around each: a text under truncation `policy` (see `content_windows`), a (text, text_pair) pair in one
         window framed as the tokenizer frames pairs, cut under `pair_policy` (see `pair_lengths`)."""
         characters = max_length * CHARACTERS_PER_TOKEN_BOUND * (max_chunks if policy == "chunks" else 1)
+        budget = max_length - len(self.prefix) - len(self.suffix)
+        if not any(isinstance(text, tuple) for text in texts):  # single texts only: no per-text pair bookkeeping
+            ids_per_text = self.content_ids([clipped(t, characters, policy) for t in texts])
+            return [self.encoded_single(text, ids, budget, characters, policy, max_chunks) for text, ids in zip(texts, ids_per_text)]
         sides = [side for text in texts for side in (text if isinstance(text, tuple) else (text,))]
         side_ids = iter(self.content_ids([clipped(side, characters, policy) for side in sides]))
-        budget = max_length - len(self.prefix) - len(self.suffix)
-        encoded = []
-        for text in texts:
-            if isinstance(text, tuple):
-                encoded.append(self.encoded_pair(text, next(side_ids), next(side_ids), max_length, characters, pair_policy))
-                continue
-            ids = next(side_ids)
-            windows, cut = content_windows(ids, budget, policy, max_chunks)
-            framed = [self.prefix + window + self.suffix for window in windows]
-            encoded.append(EncodedText(framed, len(ids) + len(self.prefix) + len(self.suffix), cut or len(text) > characters))
-        return encoded
+        return [
+            self.encoded_pair(text, next(side_ids), next(side_ids), max_length, characters, pair_policy)
+            if isinstance(text, tuple)
+            else self.encoded_single(text, next(side_ids), budget, characters, policy, max_chunks)
+            for text in texts
+        ]
+
+    def encoded_single(self, text: str, ids: list[int], budget: int, characters: int, policy: str, max_chunks: int) -> EncodedText:
+        """One text's windows (its ids `ids`, without special tokens) under truncation `policy`."""
+        windows, cut = content_windows(ids, budget, policy, max_chunks)
+        framed = [self.prefix + window + self.suffix for window in windows]
+        return EncodedText(framed, len(ids) + len(self.prefix) + len(self.suffix), cut or len(text) > characters)
 
     def encoded_pair(self, pair: tuple[str, str], first: list[int], second: list[int], max_length: int, characters: int, policy: str) -> EncodedText:
         """One pair's window (its texts' ids `first` and `second`, without special tokens) cut to `max_length`."""

@@ -151,6 +151,7 @@ def v1_requests(payload, max_texts: int) -> list[ParsedRequest]:
         if request.wants_list and not request.rerank:
             raise InvalidInput(f'instances[{index}]: one text per instance (send each text as its own instance), got a list')
         requests.append(request)
+    checked_count(sum(len(request.texts) for request in requests), max_texts)  # reranking instances hold many texts
     return requests
 
 
@@ -159,6 +160,7 @@ def v2_request(request: InferRequest, max_texts: int) -> ParsedRequest:
     [n] for pairs, or "query" [1] for reranking) and the options from the request's parameters, checked like
     a TorchServe body."""
     by_name: dict[str, list] = {}
+    shapes: dict[str, list] = {}
     for item in request.inputs:
         if item.name not in V2_INPUTS or item.name in by_name:
             raise InvalidInput(
@@ -166,6 +168,7 @@ def v2_request(request: InferRequest, max_texts: int) -> ParsedRequest:
                 f"got inputs {[item.name for item in request.inputs]}"
             )
         by_name[item.name] = decoded_texts(item)
+        shapes[item.name] = list(item.shape)
     if TEXT_INPUT not in by_name:
         raise InvalidInput(f'send one input named "{TEXT_INPUT}" (datatype BYTES); got inputs {[item.name for item in request.inputs]}')
     parameters = parameter_values(request.parameters)
@@ -179,8 +182,10 @@ def v2_request(request: InferRequest, max_texts: int) -> ParsedRequest:
         options = {key: value for key, value in parameters.items() if key in OPTION_FIELDS}
         return texts_from_value({"query": by_name[QUERY_INPUT][0], "texts": texts, **options}, max_texts)
     if PAIR_INPUT in by_name:
-        if len(by_name[PAIR_INPUT]) != len(texts):
-            raise InvalidInput(f'"{TEXT_INPUT}" has {len(texts)} values and "{PAIR_INPUT}" {len(by_name[PAIR_INPUT])}: send one text_pair per text')
+        if len(by_name[PAIR_INPUT]) != len(texts) or shapes[PAIR_INPUT] != shapes[TEXT_INPUT]:
+            raise InvalidInput(
+                f'"{TEXT_INPUT}" has shape {shapes[TEXT_INPUT]} and "{PAIR_INPUT}" {shapes[PAIR_INPUT]}: send one text_pair per text, same shape'
+            )
         parsed = texts_from_value({"text": texts, "text_pair": by_name[PAIR_INPUT]}, max_texts)
     else:
         parsed = texts_from_value(texts, max_texts)
@@ -242,12 +247,18 @@ def v2_response(model_name: str, request_id: str | None, service: ClassifierServ
         outputs = [
             InferOutput("index", [len(results)], "INT32", [result["index"] for result in results]),
             InferOutput("score", [len(results)], "FP32", [classifier.relevance(predictions[result["index"]]) for result in results]),
+            InferOutput("truncated", [len(results)], "BOOL", [result["truncated"] for result in results]),
         ]
         return InferResponse(request_id or "", model_name, outputs, parameters=parameters, use_binary_outputs=binary)
     reading = [
         InferOutput("truncated", [count], "BOOL", [prediction.truncated for prediction in predictions]),
         InferOutput("tokens", [count], "INT32", [prediction.tokens for prediction in predictions]),
     ]
+    if classifier.truncation == "chunks":
+        reading.append(InferOutput("chunks", [count], "INT32", [prediction.windows for prediction in predictions]))
+    if classifier.spec.text_pair:  # as the JSON answers' pair_tokens and truncated_side ("" when nothing was cut)
+        reading.append(InferOutput("pair_tokens", [count, 2], "INT32", [n for prediction in predictions for n in prediction.pair_tokens]))
+        reading.append(InferOutput("truncated_side", [count], "BYTES", [prediction.truncated_side or "" for prediction in predictions]))
     if classifier.spec.regression:
         outputs = [InferOutput("score", [count], "FP32", [float(prediction.logits[0]) for prediction in predictions]), *reading]
         if options.return_logits:
@@ -263,8 +274,6 @@ def v2_response(model_name: str, request_id: str | None, service: ClassifierServ
         InferOutput("probabilities", [count, len(labels)], "FP32", probabilities.astype(np.float32).reshape(-1).tolist(), parameters=label_names),
         *reading,
     ]
-    if classifier.truncation == "chunks":
-        outputs.append(InferOutput("chunks", [count], "INT32", [prediction.windows for prediction in predictions]))
     if options.top_k:
         k = min(options.top_k, len(labels))
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]

@@ -192,6 +192,9 @@ def test_kserve_v1_takes_pair_instances_and_a_reranking_instance(kserve_pair, to
     assert sorted(result["index"] for result in predictions[-1]) == [0, 1]
     missing = requests.post(f"{kserve_pair.http_url}/v1/models/pair_bert:predict", json={"instances": [{"text": "alone"}]}, timeout=60)
     assert missing.status_code == 400 and "text_pair is missing" in missing.json()["error"]
+    many = {"instances": [{"query": "q", "texts": ["p"] * 200}] * 2}  # 400 texts in one body: over max_texts_per_request (256)
+    too_many = requests.post(f"{kserve_pair.http_url}/v1/models/pair_bert:predict", json=many, timeout=60)
+    assert too_many.status_code == 413 and "too many texts in one request: 400 > 256" in too_many.json()["error"]
 
 
 def test_kserve_v2_rest_and_grpc_take_text_pair_as_a_second_input(kserve_pair, torchserve):
@@ -204,6 +207,8 @@ def test_kserve_v2_rest_and_grpc_take_text_pair_as_a_second_input(kserve_pair, t
     want = torchserve.predict(pair_body(PAIRS), model_name="pair_bert").json()
     for outputs in (rest_outputs, grpc_reply["outputs"]):
         assert outputs["label"]["data"] == [answer["label"] for answer in want]
+        assert outputs["pair_tokens"]["shape"] == [len(PAIRS), 2] and outputs["truncated_side"]["data"] == ["", "", "text_pair"]
+        assert outputs["pair_tokens"]["data"] == [n for answer in want for n in (answer["pair_tokens"]["text"], answer["pair_tokens"]["text_pair"])]
         rows = [outputs["probabilities"]["data"][i * 2 : i * 2 + 2] for i in range(len(PAIRS))]
         assert max(abs(p - answer["probabilities"][label]) for row, answer in zip(rows, want) for label, p in zip(PAIR_LABELS, row)) <= 1e-4
     unpaired = triton_grpc(address=kserve_pair.grpc_address, model="pair_bert", texts=["alone"])
@@ -211,6 +216,11 @@ def test_kserve_v2_rest_and_grpc_take_text_pair_as_a_second_input(kserve_pair, t
     rerank = triton_grpc(address=kserve_pair.grpc_address, model="pair_bert", texts=["broken on arrival", "great value", "the lazy dog"],
                          more_inputs={"query": ["broken?"]}, parameters={"top_k": 2})  # fmt: skip
     assert rerank["outputs"]["index"]["shape"] == [2] and rerank["outputs"]["score"]["data"] == sorted(rerank["outputs"]["score"]["data"], reverse=True)
+    assert rerank["outputs"]["truncated"]["data"] == [False, False]
+    misshapen = {"inputs": [{"name": "text", "shape": [1, 2], "datatype": "BYTES", "data": ["a", "b"]},
+                            {"name": "text_pair", "shape": [2, 1], "datatype": "BYTES", "data": ["c", "d"]}]}  # fmt: skip
+    refused = requests.post(f"{kserve_pair.http_url}/v2/models/pair_bert/infer", json=misshapen, timeout=60)
+    assert refused.status_code == 400 and 'send one text_pair per text, same shape' in refused.json()["error"]
 
 
 def test_kserve_v2_answers_a_regression_model_with_scores(store, tmp_path_factory, torchserve):
