@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import re
 import tempfile
@@ -44,6 +45,7 @@ import numpy as np
 from handler import layout
 from handler.errors import DataError, ExportError, run_cli
 from handler.spec import ModelSpec, QuantizationRecord
+from training import metrics
 from training.data import PAIR_COLUMN, LabelledExamples, float_labels, read_labelled_examples
 
 DEFAULT_BUDGET_POINTS = 0.5
@@ -161,10 +163,8 @@ def onnx_outputs(onnx_path: Path, tokenizer, spec: ModelSpec, texts: list[str], 
 
 def pearson(predicted: np.ndarray, gold: np.ndarray) -> float:
     """Pearson correlation of two score vectors; 0.0 when the predictions are constant (nothing correlates)."""
-    predicted, gold = np.asarray(predicted, dtype=np.float64), np.asarray(gold, dtype=np.float64)
-    if np.ptp(predicted) == 0:
-        return 0.0
-    return float(np.corrcoef(predicted, gold)[0, 1])
+    correlation = metrics.pearson(predicted, gold)
+    return 0.0 if math.isnan(correlation) else correlation
 
 
 def quality(spec: ModelSpec, outputs: np.ndarray, labels: list) -> float:

@@ -26,13 +26,13 @@ import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from handler import layout
 from handler.errors import DataError, run_cli
 from handler.spec import DEFAULT_MAX_LENGTH, TEXT_PAIR_CONFIG_KEY
+from training.metrics import regression_scores
 from training.data import LabelledExamples, default_backbone_dir, float_labels, read_labelled_examples, write_default_splits
 
 DEFAULT_STEPS = 360
@@ -69,33 +69,6 @@ def classification_scores(gold: list[int], predicted: list[int], num_labels: int
         "macro_precision": sum(precisions) / num_labels,
         "macro_recall": sum(recalls) / num_labels,
         "macro_f1": sum(f1s) / num_labels,
-    }
-
-
-def average_ranks(values) -> np.ndarray:
-    """Ranks 1..n of values, tied values sharing the average of their ranks."""
-    values = np.asarray(values, dtype=np.float64)
-    order = np.argsort(values, kind="stable")
-    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)
-    ranks = np.empty(len(values))
-    ranks[order] = np.repeat(first + (counts + 1) / 2, counts)
-    return ranks
-
-
-def pearson(x, y) -> float:
-    """Pearson correlation of two sequences (nan when either is constant)."""
-    x = np.asarray(x, dtype=np.float64) - np.mean(x)
-    y = np.asarray(y, dtype=np.float64) - np.mean(y)
-    denominator = math.sqrt(float(x @ x) * float(y @ y))
-    return float(x @ y) / denominator if denominator else math.nan
-
-
-def regression_scores(gold: list[float], predicted: list[float]) -> dict[str, float]:
-    """Pearson and Spearman correlation (ties: average ranks) and mean squared error."""
-    return {
-        "pearson": pearson(gold, predicted),
-        "spearman": pearson(average_ranks(gold), average_ranks(predicted)),
-        "mse": float(np.mean((np.asarray(gold, dtype=np.float64) - np.asarray(predicted, dtype=np.float64)) ** 2)),
     }
 
 

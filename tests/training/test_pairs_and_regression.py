@@ -23,7 +23,8 @@ from training.data import (
     read_labelled_examples,
     split_of,
 )
-from training.train import average_ranks, fine_tune, pearson, regression_scores
+from training.metrics import average_ranks, pearson, regression_scores
+from training.train import fine_tune
 
 
 def write_csv(path, header, rows):
