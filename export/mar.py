@@ -169,7 +169,12 @@ def archive_summary(spec: ModelSpec, handler: HandlerSettings) -> str:
     """What the archive serves, for its summary line: outputs, inputs and max_length."""
     outputs = f"regression score {spec.labels[0]!r}" if spec.regression else f"labels {spec.labels}"
     inputs = f"text pairs (pair_truncation {handler.pair_truncation})" if spec.text_pair else "single texts"
-    return f"{outputs}; {inputs}; max_length {spec.max_length}"
+    made = ""
+    if spec.compression:
+        record = spec.compression
+        made = (f"; student of {record.teacher_layers} -> {len(record.kept_layers)} layers, FFN {record.teacher_intermediate_size} -> "
+                f"{record.intermediate_size} ({-record.loss_points:+.2f} accuracy points vs teacher)")  # fmt: skip
+    return f"{outputs}; {inputs}; max_length {spec.max_length}{made}"
 
 
 def build_mar(request: MarRequest) -> Path:

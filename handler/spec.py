@@ -24,6 +24,8 @@ PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "r
 TEXT_PAIR_CONFIG_KEY = "text_pair"
 #: families whose position ids start after the padding index (RoBERTa's offset): pad_token_id + 1 positions are not usable
 PADDING_OFFSET_MODEL_TYPES = ("roberta", "xlm-roberta")
+#: config.json key (written by training.compress) holding the CompressionRecord of a pruned + distilled student
+COMPRESSION_CONFIG_KEY = "compression"
 OUTPUT_NAME = "logits"
 DEFAULT_MAX_LENGTH = 128
 DEFAULT_OPSET = 17
@@ -70,6 +72,51 @@ class QuantizationRecord:
 
 
 @dataclass(frozen=True)
+class CompressionRecord:
+    """How a student was made from its teacher (pruned, then distilled), and what it cost: written by
+    `training.compress` into the student's config.json, copied into the spec at export."""
+
+    teacher: str
+    #: the teacher's shape: layers and FFN width (neurons per layer)
+    teacher_layers: int
+    teacher_intermediate_size: int
+    #: which teacher layers the student kept (0-based, in order) and how many FFN neurons per layer
+    kept_layers: list[int]
+    intermediate_size: int
+    parameters_teacher: int
+    parameters_student: int
+    #: how layers and neurons were chosen, and on how many training texts
+    importance: str
+    importance_texts: int
+    #: distillation: optimizer steps x batch size on `train_source`, soft-target temperature, weights of
+    #: the soft (teacher) loss against the label loss and of the hidden-state loss
+    train_source: str
+    distillation_steps: int
+    batch_size: int
+    temperature: float
+    soft_weight: float
+    hidden_weight: float
+    seed: int
+    #: the accuracy gate: student against teacher on the same labelled texts (fp32 PyTorch, both)
+    evaluation_source: str
+    evaluation_texts: int
+    metric: str
+    teacher_score: float
+    student_score: float
+    teacher_macro_f1: float | None
+    student_macro_f1: float | None
+    budget_points: float
+    #: wall-clock seconds of the whole compression (importance + distillation + evaluation) and the threads it had
+    seconds: float
+    threads: int
+
+    @property
+    def loss_points(self) -> float:
+        """Points the student lost against the teacher (negative: the student scored higher)."""
+        return round(100 * (self.teacher_score - self.student_score), 2)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """What every stage must agree on about the classifier's inputs and outputs."""
 
@@ -85,6 +132,8 @@ class ModelSpec:
     text_pair: bool = False
     #: set when the export wrote an int8 ONNX (None: no int8 model)
     quantization: QuantizationRecord | None = None
+    #: set for a pruned + distilled student (training.compress); None for a model trained directly
+    compression: CompressionRecord | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -149,6 +198,8 @@ class ModelSpec:
             data.pop(retired, None)
         if data.get("quantization"):
             data["quantization"] = QuantizationRecord.from_dict(data["quantization"])
+        if data.get("compression"):
+            data["compression"] = CompressionRecord(**data["compression"])
         return cls(**data)
 
     @classmethod
@@ -174,7 +225,9 @@ class ModelSpec:
         problem_type = config.get("problem_type") or ("regression" if len(id2label) == 1 else "single_label_classification")
         if text_pair is None:
             text_pair = bool(config.get(TEXT_PAIR_CONFIG_KEY, False))
-        return cls(id2label=id2label, max_length=max_length, input_names=input_names, problem_type=problem_type, text_pair=text_pair)
+        compression = CompressionRecord(**config[COMPRESSION_CONFIG_KEY]) if config.get(COMPRESSION_CONFIG_KEY) else None
+        return cls(id2label=id2label, max_length=max_length, input_names=input_names, problem_type=problem_type, text_pair=text_pair,
+                   compression=compression)  # fmt: skip
 
 
 def uses_token_types(config: dict) -> bool:

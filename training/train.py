@@ -118,6 +118,52 @@ def is_number(label: str) -> bool:
     return True
 
 
+#: length-bucketed batches are cut from pools of this many batches, each sorted by length
+BUCKET_POOL_BATCHES = 50
+
+
+def length_bucketed(order: list[int], lengths: list[int], batch_size: int, generator: random.Random) -> list[int]:
+    """`order` regrouped so each run of batch_size examples has similar lengths (less padding), batches in random order."""
+    pool = batch_size * BUCKET_POOL_BATCHES
+    batches = []
+    for first in range(0, len(order), pool):
+        ranked = sorted(order[first : first + pool], key=lambda i: lengths[i])
+        batches += [ranked[i : i + batch_size] for i in range(0, len(ranked), batch_size)]
+    generator.shuffle(batches)
+    return [index for batch in batches for index in batch]
+
+
+def run_steps(model, batch_loss, example_count: int, steps: int, batch_size: int, learning_rate: float, seed: int, description: str,
+              lengths: list[int] | None = None) -> None:  # fmt: skip
+    """The training loop: `steps` AdamW steps (linear schedule, 6% warm-up, gradients clipped to 1.0) on
+    `batch_loss(indices)` over seeded shuffled passes through `example_count` examples (batches of similar
+    `lengths` when given: less padding, the same examples)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(0.06 * steps), steps)
+    generator = random.Random(seed)
+    order: list[int] = []
+
+    progress = tqdm(range(steps), desc=description, unit="step")
+    for _ in progress:
+        if len(order) < batch_size:
+            refill = list(range(example_count))
+            generator.shuffle(refill)
+            if lengths is not None:
+                refill = length_bucketed(refill, lengths, batch_size, generator)
+            order.extend(refill)
+        batch, order = order[:batch_size], order[batch_size:]
+        loss = batch_loss(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        progress.set_postfix(loss=f"{loss.item():.3f}")
+
+
 def fine_tune(
     backbone: Path,
     train_csv: Path,
@@ -132,7 +178,7 @@ def fine_tune(
     problem_type: str = "single_label_classification",
 ) -> dict:
     """Fine-tune and save; returns the report (also written to training_report.json)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if problem_type not in PROBLEM_TYPES:
         raise DataError(f"problem_type must be one of {PROBLEM_TYPES}, got {problem_type!r}")
@@ -167,29 +213,14 @@ def fine_tune(
         label2id={name: i for i, name in enumerate(names)},
         **({"problem_type": "regression"} if regression else {}),
     )
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(0.06 * steps), steps)
-    generator = random.Random(seed)
-    order: list[int] = []
 
-    progress = tqdm(range(steps), desc="fine-tuning", unit="step")
-    for _ in progress:
-        if len(order) < batch_size:
-            refill = list(range(len(train.texts)))
-            generator.shuffle(refill)
-            order.extend(refill)
-        batch, order = order[:batch_size], order[batch_size:]
+    def batch_loss(batch: list[int]) -> torch.Tensor:
         pairs = None if train.pairs is None else [train.pairs[i] for i in batch]
         encoded = encode(tokenizer, [train.texts[i] for i in batch], pairs, max_length)
         targets = torch.tensor([train_targets[i] for i in batch], dtype=torch.float32 if regression else torch.long)
-        loss = model(**encoded, labels=targets).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        progress.set_postfix(loss=f"{loss.item():.3f}")
+        return model(**encoded, labels=targets).loss
+
+    run_steps(model, batch_loss, len(train.texts), steps, batch_size, learning_rate, seed, "fine-tuning")
 
     report = {"backbone": str(backbone), "labels": names, "problem_type": problem_type, "text_pair": train.text_pair,
               "steps": steps, "batch_size": batch_size, "seed": seed}  # fmt: skip
