@@ -226,6 +226,11 @@ class ModelSpec:
         if text_pair is None:
             text_pair = bool(config.get(TEXT_PAIR_CONFIG_KEY, False))
         compression = CompressionRecord(**config[COMPRESSION_CONFIG_KEY]) if config.get(COMPRESSION_CONFIG_KEY) else None
+        if compression and compression.loss_points > compression.budget_points:
+            raise SpecError(
+                f"{checkpoint_dir} is a student training.compress refused ({compression.loss_points} points below its teacher, budget "
+                f"{compression.budget_points}): it is kept for inspection only; compress again (more --steps, a larger student)"
+            )
         return cls(id2label=id2label, max_length=max_length, input_names=input_names, problem_type=problem_type, text_pair=text_pair,
                    compression=compression)  # fmt: skip
 

@@ -50,6 +50,8 @@ DEFAULT_BUDGET_POINTS = 0.5
 DEFAULT_STEPS = 600
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_IMPORTANCE_TEXTS = 512
+#: a student over budget is kept beside --out, in a folder of this suffix, for inspection (never as --out)
+REFUSED_SUFFIX = "-refused"
 IMPORTANCE_METHOD = "layers: greedy removal by output divergence; FFN: first-order |activation x gradient| of the task loss"
 
 
@@ -167,7 +169,7 @@ def neuron_importance(model, tokenizer, data: TaskData, indices: list[int], regr
     """Per layer, per FFN neuron: sum over texts of |sum over tokens of activation x gradient of the task loss|."""
     family = family_of(model)
     layers = attribute(model, family.layers)
-    scores = [torch.zeros(attribute(layer, family.ffn_down).in_features) for layer in layers]
+    scores = [torch.zeros(attribute(layer, family.ffn_down).in_features, device=model.device) for layer in layers]
     captured: dict[int, torch.Tensor] = {}
 
     def capture(index):
@@ -182,8 +184,8 @@ def neuron_importance(model, tokenizer, data: TaskData, indices: list[int], regr
     try:
         for first in range(0, len(indices), batch_size):
             texts, pairs, targets = data.subset(indices[first : first + batch_size])
-            encoded = encode(tokenizer, texts, pairs, max_length)
-            labels = torch.tensor(targets, dtype=torch.float32 if regression else torch.long)
+            encoded = encode(tokenizer, texts, pairs, max_length).to(model.device)
+            labels = torch.tensor(targets, dtype=torch.float32 if regression else torch.long, device=model.device)
             model.zero_grad(set_to_none=True)
             model(**encoded, labels=labels).loss.backward()
             mask = encoded["attention_mask"].unsqueeze(-1).float()
@@ -193,7 +195,7 @@ def neuron_importance(model, tokenizer, data: TaskData, indices: list[int], regr
         for handle in handles:
             handle.remove()
         model.zero_grad(set_to_none=True)
-    return scores
+    return [layer_scores.cpu() for layer_scores in scores]
 
 
 def prune_linear(linear: torch.nn.Linear, keep: torch.Tensor, dim: int) -> torch.nn.Linear:
@@ -256,6 +258,15 @@ def scores_of(model, tokenizer, data: TaskData, regression: bool, max_length: in
     return classification_scores(data.targets, logits.argmax(-1).tolist(), model.config.num_labels)
 
 
+def save_student(student, tokenizer, out_dir: Path, record: CompressionRecord, report: dict) -> None:
+    """Write the student checkpoint with its record in config.json and the report beside it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    setattr(student.config, COMPRESSION_CONFIG_KEY, asdict(record))
+    student.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / layout.TRAINING_REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+
+
 @dataclass(frozen=True)
 class CompressionPlan:
     """What to make: the student's shape and how to distil it."""
@@ -264,14 +275,17 @@ class CompressionPlan:
     intermediate_size: int
     steps: int = DEFAULT_STEPS
     batch_size: int = DEFAULT_BATCH_SIZE
-    learning_rate: float = 1e-4
-    temperature: float = 2.0
-    soft_weight: float = 0.9
+    #: chosen on the H200 sweep in bench/results/compression_sweep_h200/ (README "Smaller models")
+    learning_rate: float = 3e-4
+    temperature: float = 1.0
+    soft_weight: float = 0.5
     hidden_weight: float = 0.0
     importance_texts: int = DEFAULT_IMPORTANCE_TEXTS
     max_length: int = DEFAULT_MAX_LENGTH
     seed: int = 13
     budget_points: float = DEFAULT_BUDGET_POINTS
+    #: where importance and distillation run ("cpu", "cuda"); the student is saved from the CPU either way
+    device: str = "cpu"
 
 
 def compress(teacher_dir: Path, train_csv: Path, dev_csv: Path, test_csv: Path, out_dir: Path, plan: CompressionPlan) -> CompressionRecord:
@@ -283,7 +297,7 @@ def compress(teacher_dir: Path, train_csv: Path, dev_csv: Path, test_csv: Path, 
     random.seed(plan.seed)
     torch.manual_seed(plan.seed)
     torch.set_num_threads(os.cpu_count() or 1)
-    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir, local_files_only=True).eval()
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir, local_files_only=True).eval().to(plan.device)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir, local_files_only=True)
     family = family_of(teacher)
     if teacher.config.problem_type == "multi_label_classification":
@@ -314,11 +328,11 @@ def compress(teacher_dir: Path, train_csv: Path, dev_csv: Path, test_csv: Path, 
 
     def batch_loss(batch: list[int]) -> torch.Tensor:
         texts, pairs, targets = train.subset(batch)
-        encoded = encode(tokenizer, texts, pairs, plan.max_length)
+        encoded = encode(tokenizer, texts, pairs, plan.max_length).to(plan.device)
         with torch.no_grad():
             teacher_out = teacher(**encoded, output_hidden_states=hidden)
         student_out = student(**encoded, output_hidden_states=hidden)
-        labels = torch.tensor(targets, dtype=torch.float32 if regression else torch.long)
+        labels = torch.tensor(targets, dtype=torch.float32 if regression else torch.long, device=plan.device)
         return distillation_loss(student_out, teacher_out, labels, encoded["attention_mask"], kept_layers, regression,
                                  plan.temperature, plan.soft_weight, plan.hidden_weight)  # fmt: skip
 
@@ -344,18 +358,16 @@ def compress(teacher_dir: Path, train_csv: Path, dev_csv: Path, test_csv: Path, 
         teacher_macro_f1=report["test_teacher"].get("macro_f1"), student_macro_f1=report["test_student"].get("macro_f1"),
         budget_points=plan.budget_points, seconds=round(time.time() - started, 1), threads=torch.get_num_threads(),
     )  # fmt: skip
-    if record.loss_points > plan.budget_points:
+    refused = record.loss_points > plan.budget_points
+    saved_to = out_dir.with_name(out_dir.name + REFUSED_SUFFIX) if refused else out_dir
+    save_student(student.cpu(), tokenizer, saved_to, record, {"compression": asdict(record), **report, "plan": asdict(plan), "refused": refused})
+    if refused:
         raise CompressionBudgetError(
             f"the student scores {record.loss_points} {metric} points below its teacher on {test_csv} ({record.student_score} vs "
-            f"{record.teacher_score}), over the budget of {plan.budget_points}; nothing was written. Distil longer (--steps), keep more "
-            f"(--layers, --intermediate-size), or raise --budget-points"
+            f"{record.teacher_score}), over the budget of {plan.budget_points}: nothing was written to {out_dir} (the refused student "
+            f"is in {saved_to} for inspection; do not serve it). Distil longer (--steps), keep more (--layers, --intermediate-size), "
+            f"or raise --budget-points"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    setattr(student.config, COMPRESSION_CONFIG_KEY, asdict(record))
-    student.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    report = {"compression": asdict(record), **report, "plan": asdict(plan)}
-    (out_dir / layout.TRAINING_REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     print(f"saved the student to {out_dir} ({record.student_score} vs teacher {record.teacher_score} {metric}; {record.seconds} s)")
     return record
 
@@ -381,6 +393,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=defaults.max_length)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--budget-points", type=float, default=defaults.budget_points, help="largest accuracy loss against the teacher, in points")
+    parser.add_argument("--device", default=defaults.device, help="cpu, or cuda for importance and distillation on a GPU")
     args = parser.parse_args()
 
     if not (args.train and args.dev and args.test):
@@ -396,7 +409,7 @@ def main() -> None:
     plan = CompressionPlan(
         layers=args.layers, intermediate_size=intermediate, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
         temperature=args.temperature, soft_weight=args.soft_weight, hidden_weight=args.hidden_weight, importance_texts=args.importance_texts,
-        max_length=args.max_length, seed=args.seed, budget_points=args.budget_points,
+        max_length=args.max_length, seed=args.seed, budget_points=args.budget_points, device=args.device,
     )  # fmt: skip
     compress(args.teacher, args.train, args.dev, args.test, args.out, plan)
 

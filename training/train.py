@@ -89,7 +89,8 @@ def predict_logits(model, tokenizer, texts: list[str], pairs: list[str] | None, 
     for first in range(0, len(order), batch_size):
         indices = order[first : first + batch_size]
         batch_pairs = None if pairs is None else [pairs[i] for i in indices]
-        logits[indices] = model(**encode(tokenizer, [texts[i] for i in indices], batch_pairs, max_length)).logits.float()
+        encoded = encode(tokenizer, [texts[i] for i in indices], batch_pairs, max_length).to(model.device)
+        logits[indices] = model(**encoded).logits.float().cpu()
     return logits
 
 

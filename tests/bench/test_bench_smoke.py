@@ -81,3 +81,104 @@ def test_gpu_host_path_quick_run_measures_every_stage_on_the_cpu(tiny_checkpoint
     assert {row["workers"] for row in report["kserve_rows"]} == {1, 2} and all(row["errors"] == 0 for row in report["kserve_rows"])
     assert all(row["errors"] == 0 and row["backend_busy_pct"] >= 0 for row in report["torchserve_rows"])
     assert "handle()" in (out / "host_path_profile.txt").read_text()
+
+
+def fake_student(tmp_path, name: str, seed: int = 1):
+    """A 1-layer, FFN-32 random BERT with a compression record in its config.json, as training.compress writes it."""
+    import json
+    from dataclasses import asdict
+
+    from handler.spec import COMPRESSION_CONFIG_KEY, CompressionRecord
+    from harness.models import random_bert_checkpoint
+    from training.data import default_backbone_dir
+
+    student = random_bert_checkpoint(tmp_path / name, default_backbone_dir(), seed=seed, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=128, initializer_range=0.5)  # fmt: skip
+    record = CompressionRecord(
+        teacher="tiny", teacher_layers=2, teacher_intermediate_size=64, kept_layers=[1], intermediate_size=32, parameters_teacher=999171,
+        parameters_student=988547, importance="test", importance_texts=8, train_source="train.csv", distillation_steps=3, batch_size=4,
+        temperature=2.0, soft_weight=0.5, hidden_weight=0.0, seed=0, evaluation_source="test.csv", evaluation_texts=8, metric="accuracy",
+        teacher_score=0.5, student_score=0.5, teacher_macro_f1=0.4, student_macro_f1=0.4, budget_points=0.5, seconds=12.5, threads=2,
+    )  # fmt: skip
+    config = json.loads((student / "config.json").read_text())
+    config[COMPRESSION_CONFIG_KEY] = asdict(record)
+    (student / "config.json").write_text(json.dumps(config))
+    return student, record
+
+
+@pytest.mark.integration
+def test_compression_pareto_quick_run_measures_every_archive(tiny_checkpoint, tiny_export, tmp_path):
+    """bench/compression_pareto.py end to end on tiny models: stock, teacher fp32, default, one student x fp32/int8."""
+    import json
+
+    from bench import compression_pareto
+    from harness.models import LABELS
+
+    student, record = fake_student(tmp_path, "l1")
+    test_csv = tmp_path / "test.csv"
+    with test_csv.open("w", newline="") as handle:
+        csv.writer(handle).writerows([("label", "txt"), *[(LABELS[i % 3], f"text {i} about a {'good' if i % 2 else 'bad'} hotel" + " indeed" * (i % 9)) for i in range(64)]])
+    out = tmp_path / "results"
+    compression_pareto.main(["--quick", "--teacher", str(tiny_checkpoint), "--teacher-export", str(tiny_export), "--students", str(student),
+                             "--test-csv", str(test_csv), "--calibration", str(test_csv), "--parity-texts", str(test_csv),
+                             "--int8-budget-points", "100", "--budget-points", "100", "--out", str(out)])  # fmt: skip (random weights: gates wide open)
+    with (out / "compression_pareto.csv").open() as handle:
+        table = {row["variant"]: row for row in csv.DictReader(handle)}
+    assert list(table) == ["stock", "teacher/fp32", "default", "l1/fp32", "l1/int8"]
+    for name, row in table.items():
+        assert row["status"] == "ok", name
+        assert float(row["requests_per_s"]) > 0 and float(row["texts_per_s"]) > 0 and int(row["errors"]) == 0, name
+        assert 0 <= float(row["accuracy"]) <= 1 and 0 <= float(row["macro_f1"]) <= 1 and row["accuracy_delta_points"] != "", name
+        assert float(row["speedup_vs_default_archive"]) > 0 and float(row["speedup_vs_stock"]) > 0, name
+        if name != "stock":  # the stock handler answers labels only
+            assert float(row["batch_invariance_max_abs"]) <= 1e-4 and float(row["onnx_mib"]) > 0, name
+    assert table["teacher/fp32"]["accuracy_delta_points"] == "0.0" and table["default"]["speedup_vs_default_archive"] == "1.0"
+    assert (table["default"]["precision"], table["teacher/fp32"]["precision"]) == ("int8", "fp32")
+    assert table["l1/int8"]["layers"] == "1" and table["l1/int8"]["intermediate_size"] == "32" and int(table["l1/int8"]["parameters"]) > 0
+    assert float(table["l1/int8"]["training_seconds"]) == record.seconds and table["default"]["training_seconds"] == ""
+    report = json.loads((out / "compression.json").read_text())
+    for key in ("student", "variant", "speedup_vs_default_archive", "accuracy_delta_points", "batch_invariance_max_abs", "macro_f1_delta_points",
+                "requests_per_s", "default_archive_requests_per_s", "stock_requests_per_s", "layers", "intermediate_size", "parameters",
+                "training_seconds", "goal", "goal_met", "command", "date", "cpu_count"):  # fmt: skip
+        assert key in report, key
+    assert report["recommended"] == "l1/int8" and report["student"] == str(student.resolve()) and report["variant"] == "int8"
+    assert report["requests_per_s"] == float(table["l1/int8"]["requests_per_s"]) and isinstance(report["goal_met"], bool)
+    assert (out / "compression_pareto.png").stat().st_size > 1000
+    assert not (out / "compression_pareto_work").exists()
+
+
+def test_compression_pareto_recommends_the_fastest_int8_student_within_budget():
+    from bench.compression_pareto import recommendation
+
+    def row(variant, role, precision, rps, delta, status="ok"):
+        return {"variant": variant, "role": role, "precision": precision, "status": status, "requests_per_s": rps, "accuracy_delta_points": delta,
+                "checkpoint": f"/s/{variant}", "speedup_vs_default_archive": rps and round(rps / 100, 2), "speedup_vs_stock": rps and rps / 10,
+                "macro_f1_delta_points": delta, "batch_invariance_max_abs": 0.0, "p50_ms": 1, "p99_ms": 2, "texts_per_s": 1, "layers": 3,
+                "intermediate_size": 512, "parameters": 1, "onnx_mib": 1, "training_seconds": 5, "distillation_steps": 10}  # fmt: skip
+
+    base = [row("stock", "stock", "fp32", 10, -0.1), row("teacher/fp32", "teacher", "fp32", 60, 0.0), row("default", "default", "int8", 100, -0.2)]
+    students = [row("a/fp32", "student", "fp32", 500, 0.0), row("a/int8", "student", "int8", 250, -0.4), row("b/int8", "student", "int8", 300, -0.7),
+                row("c/int8", "student", "int8", None, None, "refused: int8 refused by the export's gate")]  # fmt: skip
+    picked = recommendation(base + students, 0.5, 2.0)
+    assert picked["recommended"] == "a/int8" and picked["student"] == "/s/a/int8" and picked["goal_met"] is True
+    assert picked["default_archive_requests_per_s"] == 100 and picked["stock_requests_per_s"] == 10 and len(picked["candidates"]) == 3
+    assert recommendation(base + students, 0.5, 3.0)["goal_met"] is False
+    none = recommendation(base + students[2:], 0.5, 2.0)
+    assert none["recommended"] is None and none["student"] is None and none["goal_met"] is False
+    assert "b/int8: -0.7 accuracy points" in none["reason"] and "c/int8: refused" in none["reason"]
+
+
+def test_compression_pareto_records_a_refused_int8_instead_of_failing(tmp_path):
+    import argparse
+
+    from bench.compression_pareto import export_model
+    from handler import layout
+
+    student, _ = fake_student(tmp_path, "l1")
+    texts = tmp_path / "texts.csv"
+    with texts.open("w", newline="") as handle:
+        csv.writer(handle).writerows([("label", "txt"), *[(["negative", "neutral", "positive"][i % 3], f"text {i} of a bench") for i in range(24)]])
+    args = argparse.Namespace(parity_texts=texts, calibration=texts, calibration_texts=16, evaluation=texts, int8_budget_points=-1.0)  # no int8 can pass
+    refused = export_model(student, tmp_path / "export", args, 64)
+    assert refused and refused.startswith("refused: the export's int8 gate")
+    assert (tmp_path / "export" / layout.ONNX_FILE).is_file() and not (tmp_path / "export" / layout.INT8_ONNX_FILE).is_file()

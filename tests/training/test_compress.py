@@ -122,12 +122,19 @@ def test_compress_writes_a_smaller_student_with_its_record_and_the_spec_carries_
 
 
 def test_the_gate_refuses_a_student_over_budget_and_writes_nothing(trained_teacher, splits, tmp_path):
+    from handler.errors import SpecError
+    from handler.spec import ModelSpec
+
     out = tmp_path / "student"
     # a learning rate of 10 wrecks the student's weights: it ends far below its perfect teacher
     plan = CompressionPlan(layers=1, intermediate_size=8, steps=4, batch_size=12, learning_rate=10.0, importance_texts=12, budget_points=0.5)
-    with pytest.raises(CompressionBudgetError, match=r"points below its teacher .* over the budget of 0.5; nothing was written.*--steps"):
+    with pytest.raises(CompressionBudgetError, match=r"points below its teacher .* over the budget of 0.5: nothing was written to .*--steps"):
         compress(trained_teacher, splits["train"], splits["dev"], splits["test"], out, plan)
     assert not out.exists()
+    kept = tmp_path / "student-refused"  # kept for inspection, and export refuses it
+    assert json.loads((kept / "config.json").read_text())["compression"]["student_score"] < 0.99
+    with pytest.raises(SpecError, match="refused"):
+        ModelSpec.from_checkpoint(kept)
 
 
 def test_the_command_line_names_what_is_wrong(teacher_dir, splits, tmp_path, monkeypatch, capsys):
