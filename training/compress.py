@@ -20,7 +20,8 @@ Steps, each measured on the training texts:
 3. distillation: the training loop of training.train on soft-target KL at --temperature (weight
    --soft-weight) plus the label loss, optionally hidden states of kept layers (--hidden-weight);
 4. the gate: test accuracy of the student (fp32 PyTorch) against the teacher's on the same texts; more
-   than --budget-points below it and nothing is written (exit status 1, with what to try).
+   than --budget-points below it and nothing is written to --out (exit status 1, with what to try; the
+   student is kept in ``<out>-refused/`` for inspection, and export refuses it).
 
 Attention heads are not pruned: transformers 5 removed ``prune_heads`` and the config field that records
 pruned heads, so a head-pruned model would no longer be a normal checkpoint that every backend reads.
@@ -29,6 +30,7 @@ pruned heads, so a head-pruned model would no longer be a normal checkpoint that
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -198,17 +200,10 @@ def neuron_importance(model, tokenizer, data: TaskData, indices: list[int], regr
     return [layer_scores.cpu() for layer_scores in scores]
 
 
-def prune_linear(linear: torch.nn.Linear, keep: torch.Tensor, dim: int) -> torch.nn.Linear:
-    """A new Linear holding only the kept rows (dim 0: outputs) or columns (dim 1: inputs) of `linear`."""
-    from transformers.pytorch_utils import prune_linear_layer
-
-    return prune_linear_layer(linear, keep, dim=dim)
-
-
 def pruned_student(teacher, kept_layers: list[int], neuron_scores: list[torch.Tensor] | None, intermediate_size: int):
     """A deep copy of the teacher with only `kept_layers` and, per kept layer, its `intermediate_size` most
     important FFN neurons; its config says the new shape."""
-    import copy
+    from transformers.pytorch_utils import prune_linear_layer
 
     family = family_of(teacher)
     student = copy.deepcopy(teacher)
@@ -219,8 +214,8 @@ def pruned_student(teacher, kept_layers: list[int], neuron_scores: list[torch.Te
         up, down = attribute(layer, family.ffn_up), attribute(layer, family.ffn_down)
         if intermediate_size < down.in_features:
             keep = torch.topk(neuron_scores[teacher_index], intermediate_size).indices.sort().values
-            set_attribute(layer, family.ffn_up, prune_linear(up, keep, dim=0))
-            set_attribute(layer, family.ffn_down, prune_linear(down, keep, dim=1))
+            set_attribute(layer, family.ffn_up, prune_linear_layer(up, keep, dim=0))
+            set_attribute(layer, family.ffn_down, prune_linear_layer(down, keep, dim=1))
     set_attribute(student, family.layers, kept)
     setattr(student.config, family.layers_key, len(kept_layers))
     setattr(student.config, family.ffn_key, intermediate_size)
@@ -289,8 +284,8 @@ class CompressionPlan:
 
 
 def compress(teacher_dir: Path, train_csv: Path, dev_csv: Path, test_csv: Path, out_dir: Path, plan: CompressionPlan) -> CompressionRecord:
-    """Prune, distil, gate and save the student; returns its record (also in its config.json). Raises
-    `CompressionBudgetError` (nothing written) when it is more than the budget below the teacher."""
+    """Prune, distil, gate and save the student; returns its record (also in its config.json). Over the budget
+    it raises `CompressionBudgetError`: nothing in `out_dir`, the student kept in `<out_dir>-refused` for inspection."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     started = time.time()
@@ -401,9 +396,9 @@ def main() -> None:
             raise DataError("give all of --train, --dev and --test, or none for the built-in default data")
         splits = write_default_splits(args.data_dir)
         args.train, args.dev, args.test = splits["train"], splits["dev"], splits["test"]
-    config = json.loads((args.teacher / "config.json").read_text()) if (args.teacher / "config.json").is_file() else None
-    if config is None:
+    if not (args.teacher / "config.json").is_file():
         raise DataError(f"{args.teacher}/config.json is missing: --teacher takes a fine-tuned checkpoint (make train writes one)")
+    config = json.loads((args.teacher / "config.json").read_text())
     family = PRUNABLE_FAMILIES.get(config.get("model_type"))
     intermediate = args.intermediate_size or (config.get(family.ffn_key) if family else None)
     plan = CompressionPlan(
