@@ -14,7 +14,7 @@ DEMO_TEXT ?= I absolutely love this, it is the best purchase I have made all yea
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: chinese serve setup test test-docker docker-image gpu-mar docker-image-gpu predict stop mar export train bench bench-mars bench-triton-env bench-peers kserve clean help
+.PHONY: chinese serve setup test test-docker docker-image gpu-mar docker-image-gpu predict stop mar export train bench bench-mars bench-triton-env bench-peers bench-compression student kserve clean help
 
 help:
 	@sed -n '2,5p' Makefile
@@ -86,6 +86,19 @@ $(TRITON_VENV)/.installed: bench/requirements-triton.txt
 
 bench-peers: setup bench-mars bench-triton-env  ## ours (TorchServe, KServe) vs Triton vs the stock archive, same client, same run
 	$(BIN)/python -m bench.peer_comparison
+
+STUDENT := artifacts/students/l3_f768
+STUDENT_MAR := model_store/bert_trt_student.mar
+student: $(STUDENT_MAR)  ## the recommended compressed student (3 layers, FFN 768, distilled; ~9 min on 2 cores) as model_store/bert_trt_student.mar
+$(STUDENT)/config.json: $(CHECKPOINT)/config.json
+	$(BIN)/python -m training.compress --teacher $(CHECKPOINT) --out $(STUDENT) --layers 3 --intermediate-size 768
+$(STUDENT_MAR): $(STUDENT)/config.json $(shell find handler -name '*.py') build_mar.py export/mar.py
+	$(BIN)/python -m export.onnx_export --checkpoint $(STUDENT) --out-dir $(STUDENT)-export --int8
+	$(BIN)/python build_mar.py --checkpoint $(STUDENT) --export-dir $(STUDENT)-export --model-name bert_trt_student
+
+bench-compression: setup $(STUDENT)/config.json $(EXPORT_DIR)/model.onnx  ## students vs the teacher and today's default archive, one run (~15 min); bench/results/cpu_2core/
+	$(BIN)/python -m bench.compression_pareto --teacher $(CHECKPOINT) --teacher-export $(EXPORT_DIR) \
+		--students $(STUDENT) $(EXTRA_STUDENTS) --out bench/results/cpu_2core
 
 kserve: setup $(MAR)  ## the same archive behind our KServe server: v1 + v2 REST on 127.0.0.1:8085, v2 gRPC on 127.0.0.1:8086
 	$(BIN)/python -m kserve_server --mar $(MAR) --http-port 8085 --grpc-port 8086
