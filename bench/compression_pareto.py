@@ -408,8 +408,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    args.out = args.out.resolve()  # TorchServe runs in --work: a relative model store would not be found there
-    work = (args.work or args.out / "compression_pareto_work").resolve()
+    work = args.work or args.out / "compression_pareto_work"
     remove_work(work)
     try:
         run(args, work, argv)

@@ -106,8 +106,10 @@ class TorchServe:
     process_tree: list[psutil.Process] = field(default_factory=list)
 
     def __post_init__(self):
-        self.workdir = Path(self.workdir)
+        self.workdir = Path(self.workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.model_store is not None:  # TorchServe runs in workdir: a relative store would be looked up there
+            self.model_store = Path(self.model_store).resolve()
         if self.isolated:
             self.addresses = {key: template.format(free_port()) for key, template in PORT_KEYS.items()}
         else:
