@@ -1,10 +1,11 @@
-"""The README's served-student figures are those of the committed run (bench/results/cpu_2core/compression.json)."""
+"""The published docs' (README + docs/) served-student figures are those of the committed run (bench/results/cpu_2core/compression.json)."""
 
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
+from tests.documentation import published_text
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "cpu_2core"
 
@@ -17,7 +18,7 @@ def test_the_recommended_student_meets_the_goal_the_readme_states():
     rows = {row["variant"]: row for row in csv.DictReader((RESULTS / "compression_pareto.csv").open())}
     assert set(rows) == {"stock", "teacher/fp32", "default", "l3_f768/fp32", "l3_f768/int8"}
     assert float(rows["l3_f768/int8"]["requests_per_s"]) == summary["requests_per_s"]
-    readme = (RESULTS.parents[2] / "README.md").read_text()
+    readme = published_text()
     figures = [f"{summary['speedup_vs_default_archive']}×", f"+{summary['accuracy_delta_points']} accuracy",
                f"{summary['requests_per_s']} vs {summary['default_archive_requests_per_s']}",
                f"{float(rows['l3_f768/fp32']['speedup_vs_default_archive']):.1f}× the default"]  # fmt: skip
@@ -27,5 +28,5 @@ def test_the_recommended_student_meets_the_goal_the_readme_states():
 def test_the_quiet_in_process_ratio_the_readme_quotes():
     rows = {row["variant"]: row for row in map(json.loads, (RESULTS / "compression_inprocess_quiet.jsonl").read_text().splitlines())}
     ratio = rows["l3_f768/int8"]["texts_per_s"] / rows["default"]["texts_per_s"]
-    readme = (RESULTS.parents[2] / "README.md").read_text()
+    readme = published_text()
     assert f"{rows['l3_f768/int8']['texts_per_s']} vs {rows['default']['texts_per_s']} texts/s ({ratio:.2f}×)" in readme

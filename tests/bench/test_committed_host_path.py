@@ -1,9 +1,10 @@
-"""The README's H200 host-path figures are the committed run's (bench/results/h200_host_path/host_path.json)."""
+"""The published docs' (README + docs/) H200 host-path figures are the committed run's (bench/results/h200_host_path/host_path.json)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from tests.documentation import published_text
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench/results/h200_host_path/host_path.json"
@@ -16,7 +17,7 @@ def thousands(value: float) -> str:
 
 def test_readme_quotes_the_committed_host_path_run():
     report = json.loads(RESULTS.read_text())
-    readme = (REPO / "README.md").read_text()
+    readme = published_text()
     for key in ("backend_texts_per_s_b64", "handler_texts_per_s_b64", "handler_plus_worker_protocol_texts_per_s_b64",
                 "handler_texts_per_s_b64_baseline_same_run", "kserve_rps_best", "torchserve_rps_best", "torchserve_rps_baseline_same_run"):  # fmt: skip
         assert thousands(report[key]) in readme, key
