@@ -14,7 +14,7 @@ DEMO_TEXT ?= I absolutely love this, it is the best purchase I have made all yea
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: chinese serve setup test test-docker docker-image gpu-mar docker-image-gpu predict stop mar export train bench bench-mars bench-triton-env bench-peers bench-compression student kserve clean help
+.PHONY: chinese serve setup policy-env test test-docker docker-image gpu-mar docker-image-gpu predict stop mar export train bench bench-mars bench-triton-env bench-peers bench-compression student kserve clean help
 
 help:
 	@sed -n '2,5p' Makefile
@@ -48,8 +48,16 @@ mar: $(MAR)
 $(MAR): $(EXPORT_DIR)/model.onnx $(shell find handler -name '*.py') build_mar.py export/mar.py
 	$(BIN)/python build_mar.py --checkpoint $(CHECKPOINT) --export-dir $(EXPORT_DIR)
 
-test: setup  ## the test command (CI runs exactly this)
+test: setup policy-env  ## the test command (CI runs exactly this)
 	$(BIN)/python -m pytest
+
+POLICY_VENV := .venv-policy
+policy-env: $(POLICY_VENV)/.installed  ## checkov (tests/deploy/test_policy.py) in its own venv: its closure conflicts with requirements.txt
+$(POLICY_VENV)/.installed: deploy/policy/requirements.txt
+	$(PYTHON) -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/python -m pip install --quiet pip==25.3
+	$(POLICY_VENV)/bin/python -m pip install --quiet -r deploy/policy/requirements.txt
+	touch $@
 
 test-docker: setup  ## build and run the Docker image for real (CI runs it after `make test`)
 	$(BIN)/python -m pytest -m docker tests/docker

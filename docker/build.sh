@@ -7,6 +7,8 @@
 #   --kserve       the KServe server image (docker/Dockerfile.kserve: kserve_server, no TorchServe, no torch)
 #   --gpu          the GPU image (docker/Dockerfile.gpu) on NVIDIA's TensorRT base from nvcr.io, with a
 #                  wheelhouse for its Python 3.12; needs a registry that serves nvcr.io (not run here)
+#   --kserve --gpu the KServe server on that GPU base (docker/Dockerfile.kserve-gpu: kserve_server with torch for
+#                  torch_cuda, the GPU archive; deploy/kserve/custom-predictor.yaml's bert-trt-gpu; not run here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAR=""
@@ -25,8 +27,15 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
-if [ "$GPU" = 1 ]; then
-  [ "$BASE" = "$LOCAL_BASE" ] && { echo "--local-base is for the CPU image; the GPU image needs NVIDIA's TensorRT base" >&2; exit 2; }
+if [ "$GPU" = 1 ] && [ "$BASE" = "$LOCAL_BASE" ]; then
+  echo "--local-base is for the CPU image; the GPU image needs NVIDIA's TensorRT base" >&2; exit 2
+fi
+if [ "$GPU" = 1 ] && [ "$KSERVE" = 1 ]; then
+  MAR="${MAR:-model_store/gpu/bert_trt.mar}"; TAG="${TAG:-bert-trt-serve:kserve-gpu}"
+  DOCKERFILE=docker/Dockerfile.kserve-gpu; REQUIREMENTS=docker/requirements-kserve-gpu.txt
+  WHEEL_TARGET=(--python-version 3.12 --platform manylinux_2_28_x86_64 --only-binary=:all:)
+  TOOLS=(handler kserve_server); APP_FILES=()
+elif [ "$GPU" = 1 ]; then
   MAR="${MAR:-model_store/gpu/bert_trt.mar}"; TAG="${TAG:-bert-trt-serve:gpu}"
   DOCKERFILE=docker/Dockerfile.gpu; REQUIREMENTS=docker/requirements-gpu.txt
   WHEEL_TARGET=(--python-version 3.12 --platform manylinux_2_28_x86_64 --only-binary=:all:)

@@ -5,6 +5,8 @@ module adds the mapping of the service's rejections to gRPC status codes, which 
 would otherwise answer as INTERNAL:
     InvalidInput (TooManyTexts included)  -> INVALID_ARGUMENT  (do not retry: the request is wrong)
     ModelNotReady, Overloaded             -> UNAVAILABLE       (retry later or on another replica)
+and refuses KServe's model-repository calls (RepositoryModelLoad / RepositoryModelUnload) with UNIMPLEMENTED:
+no caller may change what is served (no management API; over REST: kserve_server/fast_door.py).
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import logging
 from concurrent import futures
 
 from grpc import StatusCode, aio
+from grpc_interceptor.exceptions import Unimplemented
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
 from kserve.protocol.grpc.servicer import InferenceServicer
 
 from handler.errors import InvalidInput, ModelNotReady, Overloaded, RequestRejected
+from kserve_server.fast_door import NO_MANAGEMENT
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +52,21 @@ class RejectionToStatusInterceptor(ExceptionToStatusInterceptor):
         await super().handle_exception(ex, request_or_iterator, context, method_name)
 
 
+class InferenceOnlyServicer(InferenceServicer):
+    """KServe's servicer without its model-repository calls."""
+
+    async def RepositoryModelLoad(self, request, context):
+        raise Unimplemented(NO_MANAGEMENT)
+
+    async def RepositoryModelUnload(self, request, context):
+        raise Unimplemented(NO_MANAGEMENT)
+
+
 def grpc_server(server, host: str, port: int, share_port: bool = False) -> aio.Server:
     """An asyncio gRPC server answering the OIP v2 service of KServe's `ModelServer` `server` on host:port
     (not started). Raises `RuntimeError` when the port cannot be bound; `share_port`: other worker
     processes bind it too (SO_REUSEPORT), else a port already taken is an error."""
-    servicer = InferenceServicer(server.dataplane, server.model_repository_extension)
+    servicer = InferenceOnlyServicer(server.dataplane, server.model_repository_extension)
     grpc = aio.server(
         futures.ThreadPoolExecutor(max_workers=4),
         interceptors=(RejectionToStatusInterceptor(),),

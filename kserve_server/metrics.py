@@ -6,6 +6,10 @@ The same figures TorchServe's door writes to its metrics log (handler/metrics.py
     bert_trt_rejected_requests_total            counter (4xx / INVALID_ARGUMENT answers from the service)
     bert_trt_cache_hits_total / _misses_total   counters, texts answered from / not found in the prediction cache
     bert_trt_stage_ms{stage=tokenize|infer|total}  histogram per batch
+    bert_trt_in_flight_requests{model}          gauge, prediction requests received and not yet answered (queued
+                                                for a batch or computing); summed over worker processes. What
+                                                the raw-deployment autoscaler divides by its per-replica target
+                                                (deploy/kserve/custom-predictor.yaml, docs/kserve.md "Autoscaling")
 KServe's own request-latency histograms are on the same endpoint.
 """
 
@@ -35,6 +39,10 @@ class PrometheusMetrics(MetricsSink):
         self.cache_hits = Counter("bert_trt_cache_hits", "texts answered from the prediction cache", labels, registry=registry)
         self.cache_misses = Counter("bert_trt_cache_misses", "texts not found in the prediction cache", labels, registry=registry)
         self.stage_ms = Histogram("bert_trt_stage_ms", "milliseconds per batch and stage", [*labels, "stage"], buckets=MS_BUCKETS, registry=registry)
+        # with several worker processes the scrape shows the sum over the live ones (a dead worker's requests are gone)
+        self.in_flight = Gauge("bert_trt_in_flight_requests", "prediction requests received and not yet answered", ["model"],
+                               registry=registry, multiprocess_mode="livesum")  # fmt: skip
+        self.in_flight.labels(model).set(0)  # scraped as 0 before the first request, not missing
 
     def backend_started(self, backend: str) -> None:
         self.active_backend.labels(self.model, backend).set(1)

@@ -90,7 +90,8 @@ class BertClassifierModel(kserve.Model):
         except RequestRejected:
             self.metrics.rejected.labels(self.name, self.service.backend_name).inc()
             raise
-        results = [unwrapped(result) for result in await self.batcher.submit(requests)]
+        with self.metrics.in_flight.labels(self.name).track_inprogress():  # queued for a batch, then computing
+            results = [unwrapped(result) for result in await self.batcher.submit(requests)]
         if v2:
             return v2_response(self.name, payload.id, self.service, results[0], binary=payload.from_grpc)
         return {"predictions": [self.service.json_answers(result) for result in results]}

@@ -4,6 +4,11 @@ KServe's own `ModelServer.start` listens on 0.0.0.0; here both servers are built
 pieces so that they listen where we say (loopback by default), and the service's rejections are answered
 with the door-neutral message and each protocol's status (handler/http_status.py, kserve_server/grpc_door.py).
 REST and gRPC run in one event loop and share one model, one batcher and one metrics registry.
+
+No management API: KServe's model-repository calls (REST POST /v2/repository/models/<name>/load | unload,
+gRPC RepositoryModelLoad / RepositoryModelUnload) would let any caller that reaches the port unload the
+model; the REST ones are refused in front of KServe's app (kserve_server/fast_door.py), the gRPC ones answer
+UNIMPLEMENTED (kserve_server/grpc_door.py). What is served is fixed at start (--mar).
 """
 
 from __future__ import annotations

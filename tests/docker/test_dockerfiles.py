@@ -1,4 +1,5 @@
-"""Both Dockerfiles pass hadolint (pinned in requirements.txt); the GPU one cannot be built here, so this is its check.
+"""Every Dockerfile passes hadolint (pinned in requirements.txt) and runs as uid 10001; the GPU ones cannot be built
+here, so this is their check (with the policy checker's, tests/deploy/test_policy.py).
 Runs in the README's test command (no Docker engine needed)."""
 
 from __future__ import annotations
@@ -12,12 +13,24 @@ import pytest
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.gpu", "Dockerfile.kserve"])
+DOCKERFILES = ["Dockerfile.cpu", "Dockerfile.gpu", "Dockerfile.kserve", "Dockerfile.kserve-gpu"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_dockerfile_passes_hadolint(dockerfile):
     hadolint = Path(sys.executable).with_name("hadolint")
     assert hadolint.is_file(), "hadolint is missing from the virtual environment: run `make setup`"
     result = subprocess.run([str(hadolint), "--no-color", str(DOCKER / dockerfile)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_every_image_runs_as_uid_and_gid_10001(dockerfile):
+    """The user the Kubernetes manifests name (runAsUser / runAsGroup 10001, deploy/kserve/) is the image's own:
+    created with that uid and gid, and the last USER."""
+    lines = (DOCKER / dockerfile).read_text().splitlines()
+    assert any("groupadd --gid 10001 serve" in line and "useradd --create-home --uid 10001 --gid 10001 serve" in line for line in lines)
+    assert [line for line in lines if line.startswith("USER ")][-1] == "USER 10001:10001"
 
 
 def test_gpu_entrypoint_and_build_script_parse():
@@ -44,7 +57,8 @@ def module_level_imports(paths) -> dict[str, set[str]]:
 @pytest.mark.parametrize(
     "requirements, sources",
     [("docker/requirements-serve.txt", ["handler/*.py", "handler/backends/*.py"]), ("docker/requirements-gpu.txt", ["handler/*.py", "handler/backends/*.py"]),
-     ("docker/requirements-kserve.txt", ["handler/*.py", "handler/backends/base.py", "handler/backends/onnxruntime.py", "kserve_server/*.py"])],
+     ("docker/requirements-kserve.txt", ["handler/*.py", "handler/backends/base.py", "handler/backends/onnxruntime.py", "kserve_server/*.py"]),
+     ("docker/requirements-kserve-gpu.txt", ["handler/*.py", "handler/backends/*.py", "kserve_server/*.py"])],
 )  # fmt: skip
 def test_each_image_installs_every_package_its_code_imports_at_module_level(requirements, sources):
     from importlib.metadata import packages_distributions, requires
