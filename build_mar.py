@@ -18,8 +18,8 @@ from handler.errors import run_cli
 from handler.settings import BACKEND_NAMES, PAIR_TRUNCATION_POLICIES, TRUNCATION_POLICIES, HandlerSettings, OnnxRuntimeOptions, TorchCpuOptions
 
 
-def parse_args(argv: list[str] | None = None) -> MarRequest:
-    """The `MarRequest` described by the command line."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (parse_args turns it into a `MarRequest`; tests/test_cli_docs.py reads its flags)."""
     defaults = HandlerSettings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/default/checkpoint"), help="fine-tuned HF checkpoint folder")
@@ -38,21 +38,31 @@ def parse_args(argv: list[str] | None = None) -> MarRequest:
     parser.add_argument("--max-chunks", type=int, default=defaults.max_chunks, help="windows per text at most with --truncation chunks")
     parser.add_argument("--max-batch-tokens", type=int, default=defaults.max_batch_tokens, help="padded tokens per backend call at most (0: no bound)")
     parser.add_argument("--response-cache-size", type=int, default=defaults.response_cache_size, help="texts whose predictions a worker remembers (0: off)")
-    parser.add_argument("--num-threads", type=int, help="CPU threads per worker (default: cores / minWorkers)")
+    parser.add_argument(
+        "--num-threads", type=int,
+        help="CPU threads per worker of both CPU backends (default: ONNX Runtime every usable core, or usable cores / minWorkers "
+             "with --onnx-spinning; torch_cpu usable cores / minWorkers)",
+    )  # fmt: skip
     parser.add_argument("--onnx-int8", action=argparse.BooleanOptionalAction, default=defaults.onnxruntime.int8, help="onnxruntime runs model.int8.onnx when the archive has it")
     parser.add_argument("--onnx-spinning", action=argparse.BooleanOptionalAction, default=defaults.onnxruntime.spinning, help="ONNX Runtime threads spin while idle")
     parser.add_argument("--cpu-sub-batch", type=int, default=defaults.onnxruntime.sub_batch, help="CPU backends: texts per forward pass, length-sorted")
     parser.add_argument(
         "--target", choices=SERVING_TARGETS, help="whose TorchServe defaults below apply (default: gpu when --engine is given, else cpu)"
     )
-    parser.add_argument("--batch-size", type=int, help="TorchServe batchSize (cpu: 32, gpu: 64)")
-    parser.add_argument("--max-batch-delay", type=int, help="TorchServe maxBatchDelay in ms (cpu: 1, gpu: 1)")
-    parser.add_argument("--min-workers", type=int, help="cpu: 2, gpu: 4")
-    parser.add_argument("--max-workers", type=int, help="cpu: 2, gpu: 4")
-    parser.add_argument("--response-timeout", type=int, help="seconds a batch may take")
-    parser.add_argument("--startup-timeout", type=int, help="seconds a worker may take to load and warm up")
-    parser.add_argument("--max-retry-timeout", type=int, help="seconds TorchServe keeps restarting a failing worker")
-    args = parser.parse_args(argv)
+    cpu, gpu = TorchServeSettings.for_target("cpu"), TorchServeSettings.for_target("gpu")
+    parser.add_argument("--batch-size", type=int, help=f"TorchServe batchSize (cpu: {cpu.batch_size}, gpu: {gpu.batch_size})")
+    parser.add_argument("--max-batch-delay", type=int, help=f"TorchServe maxBatchDelay in ms (cpu: {cpu.max_batch_delay_ms}, gpu: {gpu.max_batch_delay_ms})")
+    parser.add_argument("--min-workers", type=int, help=f"cpu: {cpu.min_workers}, gpu: {gpu.min_workers}")
+    parser.add_argument("--max-workers", type=int, help=f"cpu: {cpu.max_workers}, gpu: {gpu.max_workers}")
+    parser.add_argument("--response-timeout", type=int, help=f"seconds a batch may take (default {cpu.response_timeout_s})")
+    parser.add_argument("--startup-timeout", type=int, help=f"seconds a worker may take to load and warm up (default {cpu.startup_timeout_s})")
+    parser.add_argument("--max-retry-timeout", type=int, help=f"seconds TorchServe keeps restarting a failing worker (default {cpu.max_retry_timeout_s}: a week)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> MarRequest:
+    """The `MarRequest` described by the command line."""
+    args = build_parser().parse_args(argv)
     serving = TorchServeSettings.for_target(args.target or ("gpu" if args.engine else "cpu"))
     cpu = {"num_threads": args.num_threads, "sub_batch": args.cpu_sub_batch}
     handler = HandlerSettings(

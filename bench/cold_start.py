@@ -43,15 +43,20 @@ PROBE = textwrap.dedent(
 )
 
 
-def main() -> None:
-    from harness.models import model_dir_like_mar
-
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=REPO / "artifacts/default/checkpoint")
     parser.add_argument("--export-dir", type=Path, default=REPO / "artifacts/default/export")
     parser.add_argument("--out", type=Path, default=REPO / "bench_results")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    from harness.models import model_dir_like_mar
+
+    args = build_parser().parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     model_dir = model_dir_like_mar(args.checkpoint, args.export_dir, args.out / "cold_start_model_dir")
     rows = []

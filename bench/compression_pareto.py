@@ -9,8 +9,8 @@ One run measures, on the same machine in the same minutes:
 - ``teacher/fp32``: the teacher with its fp32 ONNX (onnxruntime backend): the accuracy reference;
 - ``default``:      today's default archive, the teacher as `make mar` builds it (static int8 ONNX, onnxruntime);
 - ``<student>/fp32`` and ``<student>/int8``: each student (training.compress output, or any checkpoint)
-  built the same way with model.onnx (--no-onnx-int8) or model.int8.onnx.
-Every archive has its prediction cache off (--response-cache-size 0: the load cycles through the same texts).
+  built the same way with model.onnx (`build_mar.py --no-onnx-int8`) or model.int8.onnx.
+Every archive has its prediction cache off (`build_mar.py --response-cache-size 0`: the load cycles through the same texts).
 
 Exports (export.onnx_export + the int8 of export.quantize, with its accuracy gate on --evaluation) and archives
 (build_mar.py) are made under --work; a student whose int8 the gate refuses gets a "refused" int8 row (and one
@@ -374,7 +374,8 @@ def print_table(rows: list[dict]) -> None:
               f"{cell(row['speedup_vs_stock'], 7)} {cell(row['batch_invariance_max_abs'], 8, '.1e' if row['batch_invariance_max_abs'] else '')}  {row['status']}")  # fmt: skip
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (parse_args reads it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", type=Path, default=REPO / "artifacts/default/checkpoint", help="the fine-tuned checkpoint the students came from")
     parser.add_argument("--teacher-export", type=Path, help="reuse this export of the teacher (model.onnx + model.int8.onnx); default: export it under --work")
@@ -398,7 +399,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, help=f"exports, archives and TorchServe's files, in {'/'.join(WORK_PARTS)} (default: OUT/compression_pareto_work; removed after)")
     parser.add_argument("--keep-work", action="store_true", help="keep --work (the exports and archives) after the run")
     parser.add_argument("--quick", action="store_true", help="smoke: 64 texts, 48-request levels, 1 round")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's options, with --evaluation defaulted and --quick's sizes applied."""
+    args = build_parser().parse_args(argv)
     args.evaluation = args.evaluation or args.test_csv
     if args.quick:
         args.speed_texts, args.invariance_texts, args.max_requests, args.max_seconds, args.warmup_requests, args.rounds = 64, 16, 48, 10, 16, 1

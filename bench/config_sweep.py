@@ -6,7 +6,7 @@ Each configuration is registered on one TorchServe (model API on) and loaded at 
 high concurrency, bounded in requests and seconds. Prints the configuration with the highest
 throughput and the one with the highest throughput whose p99 stays within the latency budget;
 writes config_sweep.csv / config_sweep.png. Worker count w>1 uses bert_trt_w{w}.mar, built with
---min-workers w so each worker takes cores / w threads (`make bench-mars`).
+`build_mar.py --min-workers w` so each worker takes cores / w threads (`make bench-mars`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from bench.load_test import Config, run_configs, write_results
 from training.data import read_labelled_csv
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, default=REPO / "model_store")
     parser.add_argument("--test-csv", type=Path, default=REPO / "artifacts/data/test.csv")
@@ -34,7 +35,11 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=10)
     parser.add_argument("--latency-budget-ms", type=float, default=100, help="p99 budget at the highest concurrency")
     parser.add_argument("--out", type=Path, default=REPO / "bench_results")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     _, texts = read_labelled_csv(args.test_csv)
     configs = []

@@ -87,7 +87,8 @@ def measure(service, texts: list[str], alone: dict, in_flight: int, locked: bool
     }  # fmt: skip
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True, help="a folder laid out like an unpacked .mar")
     parser.add_argument("--texts", type=Path, help="label,txt CSV of texts to send (default: generated ones)")
@@ -99,7 +100,11 @@ def main() -> None:
     parser.add_argument("--max-texts", type=int, default=2048)
     parser.add_argument("--in-flight", default=DEFAULT_IN_FLIGHT, help="comma-separated batches-in-flight counts to measure")
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     if args.texts:
         _, texts = read_labelled_csv(args.texts)

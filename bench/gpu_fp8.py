@@ -166,11 +166,16 @@ def accuracy_and_invariance(bundle: Path) -> dict:
     return result
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=Path(".carry"))
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_results")))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     _, texts = read_labelled_csv(args.bundle / "test.csv")
     base = make_bert_base(Path("/tmp/fp8_bert_base"), args.bundle / "default_model_dir" / layout.CHECKPOINT_DIR)

@@ -368,7 +368,8 @@ def wait_for_workers(url: str, count: int, timeout: float = 300) -> None:
     raise RuntimeError(f"only some of {count} KServe workers came up within {timeout} s")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, help="what prepare_host_path_bundle wrote (tokenizer/, test.csv, baseline/)")
     parser.add_argument("--checkpoint", type=Path, help="a checkpoint to serve as it is (the CPU smoke run's tiny model)")
@@ -381,7 +382,11 @@ def main() -> None:
     parser.add_argument("--kserve-workers", type=int, nargs="+", help=f"server processes to try (default {KSERVE_WORKERS})")
     parser.add_argument("--torchserve-configs", nargs="+", help="workers x batchSize x maxBatchDelay to try, e.g. 4x64x1")
     parser.add_argument("--concurrency", type=int, nargs="+", help="loaded levels (default 256 512 768; c1 always runs)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     import torch
 
     gpu = torch.cuda.is_available() and not args.quick

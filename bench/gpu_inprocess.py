@@ -80,13 +80,18 @@ def cpu_reference(model_dir: Path, texts: list[str]) -> np.ndarray:
     return np.concatenate([torch.softmax(torch.from_numpy(classifier.logits(texts[i : i + 32])), -1).numpy() for i in range(0, len(texts), 32)])
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=REPO / ".carry")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_results")))
     parser.add_argument("--bert-base-texts", type=int, default=512)
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run (64 texts, 2 shapes), e.g. on a CPU")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     grid = [(1, 32), (8, 32)] if args.quick else GRID
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -128,12 +128,17 @@ def _event_ms(fn, iterations: int = 30) -> float:
     return start.elapsed_time(end) / iterations
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_results")))
     parser.add_argument("--compile", action="store_true", help="also the torch.compile variants (10-20 s per shape)")
     parser.add_argument("--profile", action="store_true", help="print the fused module's kernel times at 128x128 and GEMM rates")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     model_dir = make_bert_base(Path("/tmp/probe_bert_base"), REPO / ".carry" / "default_model_dir" / layout.CHECKPOINT_DIR)
     hf_fused_off = build_cuda_model(model_dir, torch.device("cuda", 0), torch.float16, fused=False).forward
     fused = build_cuda_model(model_dir, torch.device("cuda", 0), torch.float16, fused=True).forward

@@ -28,11 +28,16 @@ from handler.spec import ModelSpec
 CASES = [("bert-base", 128, 128), ("bert-base", 64, 512), ("bert-large", 128, 128), ("bert-large", 64, 512)]
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokenizer", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_results")))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     device, rows = torch.device("cuda", 0), []
     for shape, batch, length in CASES:
         model_dir = Path(f"/tmp/packing_{shape}")

@@ -29,12 +29,17 @@ def gpu_columns(row: dict, suffix: str) -> dict:
     return {f"{key}_{suffix}": value for key, value in row.items() if key.startswith("gpu") or key.startswith("cores_")}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--one", type=Path, required=True, help="gpu_torchserve.py --out folder of the one-GPU run")
     parser.add_argument("--two", type=Path, required=True, help="... of the two-GPU run")
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     one = json.loads((args.one / "gpu_torchserve.json").read_text())
     two = json.loads((args.two / "gpu_torchserve.json").read_text())
     a = max(best_rows(one).values(), key=lambda row: row["throughput_rps"])

@@ -125,7 +125,8 @@ def cpu_seconds(server: TorchServe) -> dict[str, float]:
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokenizer", type=Path, required=True)
     parser.add_argument("--texts", type=Path, required=True)
@@ -140,7 +141,11 @@ def main() -> None:
     parser.add_argument("--long-texts", action="store_true", help="texts of about --max-length tokens each (GPU-bound)")
     parser.add_argument("--skip-inprocess", action="store_true")
     parser.add_argument("--configs", nargs="+", default=[f"{w}x{b}x{d}" for w, b, d in CONFIGS], help="workers x batchSize x maxBatchDelay, e.g. 4x64x10")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     import build_mar
     from export.mar import build_mar as build_archive
 

@@ -6,7 +6,8 @@ host is CPU taken from the server being measured. Here each client process runs 
 is read to its Content-Length (or the end of a chunked body), and nothing else is parsed; ~10-20 µs
 per request. Closed loop: each connection sends its next request when its reply has arrived.
 
-    python -m bench.http_load --port 8080 --path /v1/models/bert_trt:predict --kserve-v1 --texts test.csv
+    python -m bench.http_load --port 8085 --texts test.csv                     # KServe v1 (make kserve)
+    python -m bench.http_load --port 8080 --texts test.csv --torchserve-key KEY  # TorchServe's /predictions
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ def run_http_level(target: Target, concurrency: int, seconds: float, processes: 
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model", default="bert_trt")
@@ -160,7 +162,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64, 256])
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--processes", type=int, default=2)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     from training.data import read_labelled_csv
 
     _, texts = read_labelled_csv(args.texts)

@@ -126,7 +126,8 @@ def accuracy(classifier: TextClassifier, texts: list[str], gold: list[str]) -> f
     return sum(p == g for p, g in zip(predicted, gold)) / len(gold)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=REPO / "artifacts/default/checkpoint")
     parser.add_argument("--export-dir", type=Path, default=REPO / "artifacts/default/export")
@@ -134,7 +135,11 @@ def main() -> None:
     parser.add_argument("--speed-texts", type=int, default=1024, help="texts timed per variant (accuracy always uses the whole split)")
     parser.add_argument("--out", type=Path, default=REPO / "bench_results")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 texts, tiny grid")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)

@@ -239,7 +239,8 @@ def write_results(rows: list[dict], out: Path, stem: str, title: str) -> None:
     figure.savefig(out / f"{stem}.png", dpi=110)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, default=REPO / "model_store")
     parser.add_argument("--test-csv", type=Path, default=REPO / "artifacts/data/test.csv")
@@ -252,7 +253,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=shipped.min_workers, help="bert_trt's workers (the stock archive gets 1)")
     parser.add_argument("--out", type=Path, default=REPO / "bench_results")
     parser.add_argument("--quick", action="store_true", help="smoke: concurrency 1 and 8, 40 requests each")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.quick:
         args.concurrency, args.max_requests, args.max_seconds = [1, 8], 40, 20
 

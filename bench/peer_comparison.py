@@ -126,7 +126,8 @@ def resident_mib(processes: list[psutil.Process]) -> float:
     return round(total / 2**20, 1)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, default=REPO / "model_store")
     parser.add_argument("--test-csv", type=Path, default=REPO / "artifacts/data/test.csv")
@@ -144,7 +145,11 @@ def main() -> None:
     parser.add_argument("--kserve-in-flight", type=int, default=BatchingSettings.max_in_flight, help="the KServe server's batches computed at once")
     parser.add_argument("--skip-stock", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "bench_results")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if not TRITON_PYTHON.is_file():
         sys.exit("no Triton environment: run `make bench-triton-env`")
     for mar in ("bert_trt.mar", args.ours_mar, "bert_stock.mar"):

@@ -17,16 +17,37 @@ from pathlib import Path
 
 import numpy as np
 
+from handler.errors import run_cli
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=REPO / "artifacts/default/checkpoint")
     parser.add_argument("--export-dir", type=Path, default=REPO / "artifacts/default/export")
     parser.add_argument("--test-csv", type=Path, default=REPO / "artifacts/data/test.csv")
     parser.add_argument("--out", type=Path, default=REPO / ".carry")
-    args = parser.parse_args()
+    return parser
+
+
+def check_inputs(checkpoint: Path, export_dir: Path, test_csv: Path) -> None:
+    """Raise `DataError` naming the command that makes whichever input is missing."""
+    from handler import layout
+    from handler.errors import DataError
+
+    needs = [(checkpoint / "config.json", "train the default model with `make train` (or pass --checkpoint)"),
+             (export_dir / layout.SPEC_FILE, "export it with `make export` (or pass --export-dir)"),
+             (test_csv, "`make train` writes the default splits (or pass --test-csv a label,txt CSV)")]  # fmt: skip
+    for path, fix in needs:
+        if not path.is_file():
+            raise DataError(f"{path} is missing: {fix}")
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    check_inputs(args.checkpoint, args.export_dir, args.test_csv)
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -61,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -27,14 +27,19 @@ DEFAULT_BASELINE = "e7a557f"
 DEVICE_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64", "manylinux1_x86_64", "manylinux_2_5_x86_64")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=REPO / "artifacts/default/checkpoint", help="whose tokenizer the run uses")
     parser.add_argument("--test-csv", type=Path, default=REPO / "artifacts/data/test.csv")
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="commit to compare with (git archive of it is carried)")
     parser.add_argument("--out", type=Path, default=REPO / ".carry")
     parser.add_argument("--jar-out", type=Path, default=REPO / ".carry_jar")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     import model_archiver
     import ts
 

@@ -97,13 +97,18 @@ def run_soak(server: TorchServe, seconds: float, concurrency: int = 4, sample_ev
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, default=REPO / "model_store")
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--out", type=Path, default=REPO / "bench_results")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with TorchServe(workdir=args.out / "ts_soak", model_store=args.store).running() as server:
         report = run_soak(server, args.minutes * 60, args.concurrency, sample_every_s=5)

@@ -35,7 +35,8 @@ MODEL_NAME = "bert"
 MAX_BATCH_SIZE = 32
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--http-port", type=int, default=8000)
@@ -43,7 +44,11 @@ def main() -> None:
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--max-queue-delay-ms", type=float, default=5)
     parser.add_argument("--num-threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: the usable cores)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     from pytriton.decorators import batch

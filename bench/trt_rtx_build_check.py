@@ -42,7 +42,7 @@ def build_check(trt, precision: str, onnx_path: Path, spec) -> dict:
     engine = onnx_path.with_suffix(f".{precision}.plan")
     start = time.perf_counter()
     try:
-        sidecar = engine_from_onnx(onnx_path, engine, default_profile(spec, 32), precision=precision, trt=trt)
+        sidecar = engine_from_onnx(onnx_path, engine, default_profile(spec), precision=precision, trt=trt)
     except EngineBuildError as error:
         row = {"precision": precision, "onnx": onnx_path.name, "built": False, "error": str(error)[:2000]}
     else:
@@ -52,12 +52,17 @@ def build_check(trt, precision: str, onnx_path: Path, spec) -> dict:
     return row
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokenizer", type=Path, required=True)
     parser.add_argument("--texts", type=Path, required=True, help="label,txt CSV: calibration texts for the QDQ graphs")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_results")))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     import tensorrt_rtx_bindings as trt
 
     from bench.gpu_torchserve import make_model
@@ -69,7 +74,7 @@ def main() -> None:
     checkpoint = make_model(args.tokenizer, work / "checkpoint")
     onnx_path, spec = onnx_from_checkpoint(checkpoint, work / "export", max_length=128)
     report = {"tensorrt_rtx": trt.__version__, "onnx_mib": round(onnx_path.stat().st_size / 2**20, 1), "builds": []}
-    for name, profile in (("default profile", default_profile(spec, 32)), ("batch 1-128, seq 1-128", ProfileRange(1, 64, 128, 1, 64, 128))):
+    for name, profile in (("default profile", default_profile(spec)), ("batch 1-256, seq 1-128", ProfileRange(1, 128, 256, 1, 64, 128))):
         engine = work / f"model_{profile.max_batch}.plan"
         print(trtexec_command(onnx_path, engine, spec, profile, "fp32", None), flush=True)
         start = time.perf_counter()
@@ -81,7 +86,7 @@ def main() -> None:
         report["builds"].append(built)
         print(json.dumps(built), flush=True)
     try:
-        engine_from_onnx(onnx_path, work / "fp16.plan", default_profile(spec, 32), precision="fp16", trt=trt)
+        engine_from_onnx(onnx_path, work / "fp16.plan", default_profile(spec), precision="fp16", trt=trt)
         report["fp16_on_fp32_onnx"] = "built"
     except EngineBuildError as refusal:
         report["fp16_on_fp32_onnx"] = f"refused as designed: {refusal}"

@@ -20,7 +20,8 @@ from harness.models import model_dir_like_mar
 from training.data import read_labelled_csv
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/zh/checkpoint"))
     parser.add_argument("--export-dir", type=Path, default=Path("artifacts/zh/export"))
@@ -28,7 +29,11 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, nargs="+", default=[128, 64])
     parser.add_argument("--share", type=float, default=0.1, help="the longest share of the test texts")
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     labels, texts = read_labelled_csv(args.test)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -132,13 +132,12 @@ def add_engine_to_mar(mar: Path, engine: Path, out: Path) -> None:
 
 
 def build_with_tensorrt(onnx: Path, engine: Path) -> None:
-    """The default builder: export.trt_engine with the profile for the archive's batch size and max_length."""
-    from export.mar import TorchServeSettings
+    """The default builder: export.trt_engine with its default profile (the GPU archive's batchSize, the model's max_length)."""
     from export.trt_engine import default_profile, engine_from_onnx
     from handler.spec import ModelSpec
 
     spec = ModelSpec.load(onnx.parent)
-    engine_from_onnx(onnx, engine, default_profile(spec, TorchServeSettings().batch_size), "fp16")
+    engine_from_onnx(onnx, engine, default_profile(spec), "fp16")
 
 
 def prepare_archive(mar: Path, cache: Path, out_dir: Path, platform: GpuPlatform | None, skip_reason: str, build: EngineBuilder) -> EngineResult:
@@ -161,12 +160,17 @@ def prepare_archive(mar: Path, cache: Path, out_dir: Path, platform: GpuPlatform
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mar", type=Path, required=True, help="the archive to serve (with model.onnx for the engine build)")
     parser.add_argument("--cache", type=Path, required=True, help="engine cache folder (a volume)")
     parser.add_argument("--out", type=Path, required=True, help="model store TorchServe starts from")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     platform, reason = detect_platform()
     result = prepare_archive(args.mar, args.cache, args.out, platform, reason, build_with_tensorrt)
     print(f"engine cache: {result.outcome.value}: {result.reason}", flush=True)

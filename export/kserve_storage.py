@@ -55,12 +55,17 @@ def stage(mar: Path, out: Path, model_name: str = "bert_trt") -> Path:
     return config
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mar", type=Path, default=Path("model_store/bert_trt.mar"))
     parser.add_argument("--out", type=Path, default=Path("dist/kserve-torchserve"))
     parser.add_argument("--model-name", default="bert_trt")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     config = stage(args.mar, args.out, args.model_name)
     print(f"wrote {args.out}/model-store/{args.model_name}.mar and {config}: upload {args.out} to the InferenceService's storageUri")
 

@@ -209,7 +209,8 @@ def check_onnx_parity(
     return report
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/default/checkpoint"))
     parser.add_argument("--out-dir", type=Path, default=Path("artifacts/default/export"))
@@ -225,7 +226,11 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=FP32_LOGIT_TOLERANCE)
     parser.add_argument("--int8", action="store_true", help="also write model.int8.onnx (calibrated static int8, see export.quantize)")
     add_quantization_arguments(parser)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     onnx_path, spec = onnx_from_checkpoint(args.checkpoint, args.out_dir, args.max_length, args.text_pair)
     print(f"wrote {onnx_path} ({onnx_path.stat().st_size / 2**20:.1f} MiB) and {args.out_dir / layout.SPEC_FILE}")

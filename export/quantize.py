@@ -1,13 +1,14 @@
 """fp32 ONNX -> calibrated (static) quantized models, each checked against an accuracy budget.
 
     python -m export.quantize --checkpoint DIR --onnx DIR/model.onnx --calibration train.csv --evaluation test.csv
-    python -m export.quantize ... --tensorrt int8 --tensorrt fp8 --fp8
+    python -m export.quantize ... --write tensorrt-int8 tensorrt-fp8 torch-fp8
 
-By default it writes model.int8.onnx for the onnxruntime backend (below). `--tensorrt int8|fp8` writes
-TensorRT's explicit-quantization graphs instead (model.qdq-int8.onnx, model.qdq-fp8.onnx: symmetric
-scales, zero points 0, int8 or float8 e4m3 Q/DQ around the same weight MatMuls, opset 19 for FP8),
-which `export.trt_engine --precision int8|fp8` builds from; their records sit beside them as JSON.
-`--fp8` writes fp8_scales.json: each projection input's absmax for the torch_cuda backend's FP8 path
+By default (`--write onnxruntime-int8`) it writes model.int8.onnx for the onnxruntime backend (below).
+`--write tensorrt-int8` / `tensorrt-fp8` write TensorRT's explicit-quantization graphs instead
+(model.qdq-int8.onnx, model.qdq-fp8.onnx: symmetric scales, zero points 0, int8 or float8 e4m3 Q/DQ around
+the same weight MatMuls, opset 19 for FP8), which `export.trt_engine --precision int8|fp8` builds from;
+their records sit beside them as JSON. `--write torch-fp8` writes fp8_scales.json: each projection input's
+absmax for the torch_cuda backend's FP8 path
 (handler/kernels/fp8_bert.py), from the same calibration texts, with its accuracy (emulated on the CPU)
 checked against the same budget.
 
@@ -476,13 +477,18 @@ def quantize_from_args(onnx_path: Path, checkpoint: Path, args: argparse.Namespa
     return records
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/default/checkpoint"))
     parser.add_argument("--onnx", type=Path, default=Path("artifacts/default/export") / layout.ONNX_FILE)
     parser.add_argument("--write", nargs="+", choices=OUTPUTS, default=["onnxruntime-int8"], help="what to write (default: the onnxruntime backend's int8 ONNX)")
     add_arguments(parser)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     quantize_from_args(args.onnx, args.checkpoint, args, tuple(args.write))
 
 

@@ -34,18 +34,30 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from export.mar import TorchServeSettings
+from export.mar import GPU_TARGET_SETTINGS
 from export.quantize import add_arguments as add_quantization_arguments
 from handler import layout
 from handler.errors import EngineBuildError, run_cli
 from handler.spec import ModelSpec
 
+#: the TensorRT release this module's API path is written against (TensorRT 10: fp16 is a builder flag); the
+#: strongly typed TensorRT 11 path (fp16 from the graph) is handled too, but 10 is the one to install
+TENSORRT_VERSION = "10.13.3.9"
 INSTALL_HINT = (
     "TensorRT's Python package is not installed. Install the build that matches your CUDA from NVIDIA's index, e.g.\n"
-    "  pip install tensorrt-cu12==10.* --extra-index-url https://pypi.nvidia.com   (or tensorrt-cu13)\n"
+    f"  pip install tensorrt-cu12=={TENSORRT_VERSION} --extra-index-url https://pypi.nvidia.com   (CUDA 13: tensorrt-cu13=={TENSORRT_VERSION})\n"
     "or run inside NVIDIA's container nvcr.io/nvidia/tensorrt. The PyPI 'tensorrt' packages alone only fetch\n"
     "the real libraries from pypi.nvidia.com at install time."
 )
+
+
+#: the batchSize an engine is served with: the GPU archive's (`build_mar.py --target gpu`); the profile is tuned
+#: for it (opt) and covers twice it (max: a batch of requests may carry more texts than requests)
+SERVED_BATCH_SIZE = GPU_TARGET_SETTINGS.batch_size
+#: the built-in model's files, the defaults of --onnx, --checkpoint and --parity-texts
+DEFAULT_ONNX = Path("artifacts/default/export") / layout.ONNX_FILE
+DEFAULT_CHECKPOINT = Path("artifacts/default/checkpoint")
+DEFAULT_PARITY_TEXTS = Path("artifacts/data/test.csv")
 
 
 @dataclass(frozen=True)
@@ -53,8 +65,8 @@ class ProfileRange:
     """One optimization profile: (batch, sequence) at min / opt / max, the same for every input."""
 
     min_batch: int = 1
-    opt_batch: int = 32
-    max_batch: int = 64
+    opt_batch: int = SERVED_BATCH_SIZE
+    max_batch: int = 2 * SERVED_BATCH_SIZE
     min_seq: int = 1
     opt_seq: int = 64
     max_seq: int = 128
@@ -69,7 +81,7 @@ class ProfileRange:
         return (self.min_batch, self.min_seq), (self.opt_batch, self.opt_seq), (self.max_batch, self.max_seq)
 
 
-def default_profile(spec: ModelSpec, batch_size: int) -> ProfileRange:
+def default_profile(spec: ModelSpec, batch_size: int = SERVED_BATCH_SIZE) -> ProfileRange:
     """Profile implied by the serving settings: batches up to 2 x batchSize, sequences up to max_length."""
     return ProfileRange(
         min_batch=1,
@@ -273,25 +285,55 @@ def qdq_onnx(onnx_path: Path, precision: str, args: argparse.Namespace) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
+def reference_files(args: argparse.Namespace, needed: tuple[str, ...]) -> tuple[Path | None, Path | None]:
+    """(checkpoint, parity texts) for the checks of `args.onnx`: as given; for the built-in model's ONNX, its own
+    files by default. Raises `EngineBuildError` when a user's ONNX comes without the `needed` options: checking
+    it against the built-in model would compare two different models."""
+    built_in = Path(args.onnx).resolve() == DEFAULT_ONNX.resolve()
+    checkpoint = args.checkpoint or (DEFAULT_CHECKPOINT if built_in else None)
+    parity_texts = args.parity_texts or (DEFAULT_PARITY_TEXTS if built_in else None)
+    missing = [option for option, value in (("--checkpoint", checkpoint), ("--parity-texts", parity_texts)) if option in needed and value is None]
+    if missing:
+        raise EngineBuildError(
+            f"--precision {args.precision} with --onnx {args.onnx} checks the ONNX against the fp32 model it was exported from: pass "
+            f"{' and '.join(missing)} (the checkpoint given to export.onnx_export, and a label,txt CSV of its texts); the defaults "
+            "are the built-in model's, which would compare a different model"
+        )
+    return checkpoint, parity_texts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--onnx", type=Path, default=Path("artifacts/default/export") / layout.ONNX_FILE)
+    parser.add_argument("--onnx", type=Path, default=DEFAULT_ONNX, help=f"the fp32 ONNX from export.onnx_export (default: the built-in model's, {DEFAULT_ONNX})")
     parser.add_argument("--engine", type=Path, default=Path("artifacts/default") / layout.ENGINE_FILE)
     parser.add_argument("--precision", choices=["fp16", "fp32", *QUANTIZED_PRECISIONS], default="fp16")
-    parser.add_argument("--batch-size", type=int, default=TorchServeSettings().batch_size, help="TorchServe batchSize the profile is tuned for")
+    parser.add_argument(
+        "--batch-size", type=int, default=SERVED_BATCH_SIZE,
+        help=f"TorchServe batchSize the profile is tuned for (default {SERVED_BATCH_SIZE}: the GPU archive's, build_mar.py --target gpu)",
+    )  # fmt: skip
     for bound in ("min", "opt", "max"):
         parser.add_argument(f"--{bound}-batch", type=int, help=f"{bound} batch of the profile (default from --batch-size)")
         parser.add_argument(f"--{bound}-seq", type=int, help=f"{bound} sequence length of the profile (default from max_length)")
     parser.add_argument("--timing-cache", type=Path, help="read and update this timing cache file (faster rebuilds)")
     parser.add_argument("--workspace-gib", type=float, help="builder workspace limit")
     parser.add_argument("--print-trtexec", action="store_true", help="only print the equivalent trtexec command")
-    parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/default/checkpoint"), help="fp32 reference for the fp16 ONNX's parity check")
     parser.add_argument(
-        "--parity-texts", type=Path, default=Path("artifacts/data/test.csv"),
-        help="texts for that check (a pair model: a CSV with a txt_pair column; built-in ones if missing)",
+        "--checkpoint", type=Path,
+        help=f"the fp32 checkpoint --onnx was exported from: the reference of the fp16 ONNX's parity check and the int8/fp8 calibration "
+             f"(default: {DEFAULT_CHECKPOINT} with the default --onnx; required with any other --onnx when it is used)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--parity-texts", type=Path,
+        help=f"label,txt CSV for that check (a pair model: with a txt_pair column; default: {DEFAULT_PARITY_TEXTS} with the default "
+             "--onnx; required with any other --onnx when the check runs)",
     )  # fmt: skip
     add_quantization_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
 
     spec = ModelSpec.load(args.onnx.parent)
     defaults = asdict(default_profile(spec, args.batch_size))
@@ -304,8 +346,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     onnx_path = args.onnx
     if args.precision == "fp16" and not builder_has_fp16_flag() and not onnx_is_fp16(onnx_path):
+        args.checkpoint, args.parity_texts = reference_files(args, ("--checkpoint", "--parity-texts"))
         onnx_path = checked_fp16_onnx(onnx_path, args.checkpoint, args.parity_texts)
     if args.precision in QUANTIZED_PRECISIONS:
+        args.checkpoint, _ = reference_files(args, ("--checkpoint",))
         onnx_path = qdq_onnx(args.onnx, args.precision, args)
     sidecar = engine_from_onnx(onnx_path, args.engine, profile, args.precision, args.timing_cache, args.workspace_gib)
     print(f"wrote {args.engine} and its sidecar: TensorRT {sidecar['tensorrt_version']}, {sidecar['gpu_name']} (sm {sidecar['compute_capability']}), {args.precision}")

@@ -10,7 +10,7 @@ without renaming them.
     serving_spec.json         the shared spec (handler/spec.py)
     model.onnx                the fp32 ONNX export (onnxruntime backend)
     model.int8.onnx           int8 ONNX (onnxruntime backend with onnx_int8)
-    fp8_scales.json           static FP8 scales for torch_cuda's cuda_dtype float8 (export.quantize --fp8)
+    fp8_scales.json           static FP8 scales for torch_cuda's cuda_dtype float8 (export.quantize --write torch-fp8)
     model.plan                TensorRT engine, with its sidecar model.plan.json
     model-config.yaml         TorchServe's model config with the handler: section
 """

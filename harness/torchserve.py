@@ -8,7 +8,8 @@ One controller, `TorchServe`, for both kinds of instance: an isolated one (own f
 ports, temp dir, pid file and logs under its work dir) so tests and benchmarks never collide
 with a server a user already runs, and the repository's own (`TorchServe.repo_instance()`: the
 shipped config.properties as is, fixed ports, started from the repo root). `start` also starts
-the key renewer (`python -m ops.keys renew`) unless told not to; `stop` stops both. Every request
+the key renewer (`python -m ops.keys renew`) unless told not to; `stop` stops both (a TorchServe
+started by hand gets no renewer: run `python -m ops.keys renew --config CONFIG --key-dir DIR` beside it). Every request
 re-reads key_file.json and is retried once if its key was refused (renewed in between).
 """
 
@@ -306,12 +307,17 @@ class TorchServe:
                 pass
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["start", "predict", "stop"])
     parser.add_argument("text", nargs="?", default="I absolutely love this, it is wonderful!")
     parser.add_argument("--timeout", type=float, default=300)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     server = TorchServe.repo_instance()
     if args.command == "start":
         server.start(timeout=args.timeout)

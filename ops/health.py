@@ -89,7 +89,8 @@ def ready(management_url: str, key_dir: str | Path, models: list[str], min_ready
     return Health(not problems, "; ".join(problems) or f"every model has >= {min_ready} READY worker(s)", counts)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("probe", choices=["live", "ready"])
     parser.add_argument("--config", type=Path, default=Path("config.properties"))
@@ -97,7 +98,11 @@ def main() -> None:
     parser.add_argument("--model", action="append", help="model that must be ready (repeat; default bert_trt)")
     parser.add_argument("--min-ready", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=5)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     server = ServerAddresses.from_properties(args.config)
     if args.probe == "live":
         health = live(server.inference_url, args.timeout)

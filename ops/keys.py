@@ -12,6 +12,13 @@ Facts of TorchServe 0.12 this relies on (measured; see README "Tokens"):
   once when a key is refused (`harness.torchserve.TorchServe.request`, `ops.health`).
 
     python -m ops.keys renew --config config.properties --key-dir .   # the renewer `make serve` starts
+    python -m ops.keys renew --config CONFIG --key-dir DIR            # beside a TorchServe started by hand in DIR
+    python -m ops.keys show --key-dir DIR                             # how long each key has left
+    python -m ops.keys renew-once --kinds inference --key-dir DIR     # a new key now (e.g. after a leak)
+
+`renew` runs until stopped (SIGTERM; `make stop` / `python -m harness.torchserve stop` stop the one
+`start` started). A TorchServe started by hand (`torchserve --start`) has no renewer: its keys expire after
+token_expiration_min unless one runs beside it (under nohup or a service manager).
 """
 
 from __future__ import annotations
@@ -122,9 +129,15 @@ def renew_due_keys(management_url: str, key_dir: str | Path, lifetime_min: float
     return due
 
 
+def check_interval_s(lifetime_min: float) -> float:
+    """Seconds between the renewer's looks at the key file: a twelfth of a key's life, within 1..30 s
+    (30 s with the shipped 60-minute keys: a key is renewed within 30 s of reaching a third of its life)."""
+    return max(1.0, min(30.0, lifetime_min * 60 / 12))
+
+
 def renew_forever(management_url: str, key_dir: str | Path, lifetime_min: float, kinds: tuple[str, ...] = RENEWABLE_KINDS) -> None:
     """Keep the keys of `kinds` fresh until the process is stopped; survives TorchServe restarts and outages."""
-    interval_s = max(1.0, min(30.0, lifetime_min * 60 / 12))
+    interval_s = check_interval_s(lifetime_min)
     while True:
         try:
             renewed = renew_due_keys(management_url, key_dir, lifetime_min, kinds)
@@ -135,24 +148,32 @@ def renew_forever(management_url: str, key_dir: str | Path, lifetime_min: float,
         time.sleep(interval_s)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["renew", "renew-once", "show"])
     parser.add_argument("--config", type=Path, default=Path("config.properties"), help="the config.properties TorchServe runs with")
     parser.add_argument("--key-dir", type=Path, default=Path("."), help="the folder TorchServe was started from (holds key_file.json)")
     parser.add_argument("--kinds", nargs="+", default=list(RENEWABLE_KINDS), choices=RENEWABLE_KINDS)
-    args = parser.parse_args()
-    server = ServerAddresses.from_properties(args.config)
-    if args.command == "renew":
-        renew_forever(server.management_url, args.key_dir, server.token_lifetime_min, tuple(args.kinds))
-    elif args.command == "renew-once":
-        for kind in args.kinds:
-            renew_key(server.management_url, args.key_dir, kind)
-        print(f"renewed: {', '.join(args.kinds)}")
-    else:
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "show":  # needs only the key file
         for kind, key in read_keys(args.key_dir).items():
             left = key.seconds_left()
             print(f"{kind}: {'never expires' if left == float('inf') else f'{left:.0f} s left'}")
+        return
+    if not Path(args.config).is_file():
+        raise KeyFileError(f"{args.config} does not exist: pass --config, the config.properties TorchServe was started with (it names the management port)")
+    server = ServerAddresses.from_properties(args.config)
+    if args.command == "renew":
+        renew_forever(server.management_url, args.key_dir, server.token_lifetime_min, tuple(args.kinds))
+    else:
+        for kind in args.kinds:
+            renew_key(server.management_url, args.key_dir, kind)
+        print(f"renewed: {', '.join(args.kinds)}")
 
 
 if __name__ == "__main__":

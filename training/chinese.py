@@ -15,7 +15,7 @@ No Chinese BERT weights can be downloaded here, so this builds the path from par
         --dev artifacts/zh/data/dev.csv --test artifacts/zh/data/test.csv --out artifacts/zh/checkpoint
 
 (`make chinese` runs these, the export and build_mar.py.) With `bert-base-chinese` or
-`hfl/chinese-roberta-wwm-ext` on disk, skip this module and pass that folder as --backbone.
+`hfl/chinese-roberta-wwm-ext` on disk, skip this module and pass that folder as `training.train --backbone`.
 """
 
 from __future__ import annotations
@@ -107,11 +107,16 @@ def prepare(out_dir: Path, vocab_size: int = DEFAULT_VOCAB_SIZE) -> dict[str, Pa
     return {**splits, "backbone": backbone}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("artifacts/zh"))
     parser.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     paths = prepare(args.out, args.vocab_size)
     counts = {split: sum(1 for _ in paths[split].open(encoding="utf-8")) - 1 for split in SPLITS}
     print(f"wrote {args.out}/data ({counts}) and {paths['backbone']} (tokenizer + untrained BERT)")

@@ -367,7 +367,8 @@ def compress(teacher_dir: Path, train_csv: Path, dev_csv: Path, test_csv: Path, 
     return record
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", type=Path, default=Path("artifacts/default/checkpoint"), help="the fine-tuned checkpoint to compress")
     parser.add_argument("--out", type=Path, required=True, help="where the student checkpoint is written")
@@ -389,7 +390,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--budget-points", type=float, default=defaults.budget_points, help="largest accuracy loss against the teacher, in points")
     parser.add_argument("--device", default=defaults.device, help="cpu, or cuda for importance and distillation on a GPU")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     if not (args.train and args.dev and args.test):
         if args.train or args.dev or args.test:

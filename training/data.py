@@ -183,10 +183,15 @@ def write_default_splits(out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="artifacts/data", help="folder for train.csv, dev.csv, test.csv")
-    write_default_splits(parser.parse_args().out)
+    return parser
+
+
+def main() -> None:
+    write_default_splits(build_parser().parse_args().out)
 
 
 if __name__ == "__main__":

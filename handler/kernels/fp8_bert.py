@@ -3,7 +3,7 @@
 QKV, attention output, up and down projections take float8_e4m3fn inputs and weights through
 `torch._scaled_mm` (fp32 accumulation, fp16 output, bias in the epilogue). Scales are per tensor and
 static: weights' from the checkpoint (absmax / 448), activations' from calibration texts
-(`export.quantize --fp8` writes fp8_scales.json with each projection input's absmax), so a text's
+(`export.quantize --write torch-fp8` writes fp8_scales.json with each projection input's absmax), so a text's
 answer does not depend on the other texts of its batch. The kernel producing each projection's
 input writes it in FP8 directly (handler/kernels/triton_kernels.py): residual add + LayerNorm writes
 the fp16 stream and its FP8 copy, GELU (exact erf form) writes FP8, attention's context is cast by one
@@ -57,7 +57,7 @@ class Fp8Calibration:
     @classmethod
     def load(cls, path: Path) -> "Fp8Calibration":
         if not path.is_file():
-            raise Fp8Unavailable(f"{path} is missing: write it with `python -m export.quantize --fp8` and rebuild the archive")
+            raise Fp8Unavailable(f"{path} is missing: write it with `python -m export.quantize --write torch-fp8` and rebuild the archive")
         return cls(**json.loads(path.read_text()))
 
 

@@ -182,3 +182,167 @@ def test_compression_pareto_records_a_refused_int8_instead_of_failing(tmp_path):
     refused = export_model(student, tmp_path / "export", args, 64)
     assert refused and refused.startswith("refused: the export's int8 gate")
     assert (tmp_path / "export" / layout.ONNX_FILE).is_file() and not (tmp_path / "export" / layout.INT8_ONNX_FILE).is_file()
+
+
+def test_prepare_device_bundle_writes_what_the_gpu_runs_read(tiny_checkpoint, tiny_export, labelled_csv, tmp_path, monkeypatch):
+    """bench/prepare_device_bundle.py on the tiny model: an fp16 model folder as a worker sees it (no ONNX), the
+    test texts, their CPU fp32 reference probabilities (the handler's torch_cpu on the fp32 weights), TorchServe's
+    Python package without its Java frontend."""
+    import json
+
+    import numpy as np
+
+    from bench import prepare_device_bundle
+    from bench.gpu_inprocess import cpu_reference
+    from handler import layout
+    from harness.models import model_dir_like_mar
+    from training.data import read_labelled_csv
+
+    out = tmp_path / "carry"
+    argv = ["prepare_device_bundle.py", "--checkpoint", str(tiny_checkpoint), "--export-dir", str(tiny_export), "--test-csv", str(labelled_csv), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    prepare_device_bundle.main()
+    model_dir = out / "default_model_dir"
+    assert (model_dir / layout.SPEC_FILE).is_file() and not list(model_dir.glob("*.onnx"))
+    assert json.loads((model_dir / layout.CHECKPOINT_DIR / "config.json").read_text())["dtype"] == "float16"
+    _, texts = read_labelled_csv(out / "test.csv")
+    reference = np.load(out / "reference_probs.npy")
+    assert reference.shape == (len(texts), 3) and np.allclose(reference.sum(axis=1), 1, atol=1e-5)
+    fp32 = cpu_reference(model_dir_like_mar(tiny_checkpoint, tiny_export, tmp_path / "fp32"), texts)
+    assert np.abs(reference - fp32).max() < 1e-5  # computed from the fp32 weights, not the fp16 copy
+    assert (out / "site" / "ts" / "context.py").is_file() and not (out / "site" / "ts" / "frontend").exists()
+
+
+def test_prepare_device_bundle_names_the_missing_input_and_its_fix(tmp_path, monkeypatch):
+    from bench import prepare_device_bundle
+    from handler.errors import DataError
+
+    with pytest.raises(DataError, match="config.json is missing: train the default model with `make train`"):
+        prepare_device_bundle.check_inputs(tmp_path / "no_checkpoint", tmp_path, tmp_path / "test.csv")
+
+
+def test_cold_start_measures_every_cpu_backend(tiny_checkpoint, tiny_export, tmp_path, monkeypatch):
+    import json
+
+    from bench import cold_start
+
+    out = tmp_path / "results"
+    argv = ["cold_start.py", "--checkpoint", str(tiny_checkpoint), "--export-dir", str(tiny_export), "--out", str(out), "--repeats", "1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    cold_start.main()
+    rows = json.loads((out / "cold_start.json").read_text())
+    assert [row["variant"] for row in rows] == list(cold_start.BACKEND_SETTINGS)
+    assert [row["backend"] for row in rows] == ["onnxruntime", "onnxruntime", "torch_cpu"]
+    assert all(row["ready_s"] > 0 and row["first_request_ms"] > 0 and row["steady_median_ms"] > 0 for row in rows)
+
+
+def test_truncation_policies_measures_each_policy_on_the_longest_texts(tiny_checkpoint, tiny_export, labelled_csv, tmp_path, monkeypatch):
+    from bench import truncation_policies
+    from handler.settings import TRUNCATION_POLICIES
+
+    out = tmp_path / "results"
+    argv = ["truncation_policies.py", "--checkpoint", str(tiny_checkpoint), "--export-dir", str(tiny_export), "--test", str(labelled_csv),
+            "--max-length", "16", "--share", "0.5", "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    truncation_policies.main()
+    with (out / "truncation_policies.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["policy"] for row in table] == list(TRUNCATION_POLICIES)
+    assert all(0 <= float(row["accuracy"]) <= 1 and int(row["texts"]) == 24 for row in table)
+
+
+def test_gpu_scaling_compares_the_best_row_of_each_run(tmp_path, monkeypatch):
+    """bench/gpu_scaling.py reads two gpu_torchserve.json reports (made up here: the script only does arithmetic)."""
+    import json
+
+    from bench import gpu_scaling
+
+    def report(folder, rows, workers):
+        folder.mkdir()
+        (folder / "gpu_torchserve.json").write_text(json.dumps({"gpu": "test", "shape": "minilm", "workers_per_gpu": workers, "rows": rows}))
+        return folder
+
+    one = report(tmp_path / "one", [{"config": "4x64x1", "throughput_rps": 100.0, "concurrency": 64, "gpu0_util": 90},
+                                    {"config": "4x64x1", "throughput_rps": 120.0, "concurrency": 256, "gpu0_util": 95}], 4)  # fmt: skip
+    two = report(tmp_path / "two", [{"config": "8x64x1", "throughput_rps": 210.0, "concurrency": 256, "gpu0_util": 80}], 4)
+    out = tmp_path / "scaling.json"
+    monkeypatch.setattr(sys, "argv", ["gpu_scaling.py", "--one", str(one), "--two", str(two), "--out", str(out)])
+    gpu_scaling.main()
+    scaling = json.loads(out.read_text())
+    assert (scaling["req_per_s_1gpu"], scaling["req_per_s_2gpu"], scaling["speedup_2_vs_1"]) == (120.0, 210.0, 1.75)
+    assert scaling["configs"][0]["gpu0_util_1gpu"] == 95 and scaling["configs"][0]["concurrency_1gpu"] == 256
+
+
+@pytest.mark.integration
+def test_http_load_level_against_real_torchserve(torchserve, labelled_csv):
+    from bench.http_load import run_http_level
+    from bench.load_test import torchserve_key_target
+    from training.data import read_labelled_csv
+
+    _, texts = read_labelled_csv(labelled_csv)
+    target = torchserve_key_target(int(torchserve.inference_url.rsplit(":", 1)[1]), "bert_trt", texts, torchserve.token("inference"))
+    row = run_http_level(target, concurrency=2, seconds=1.0, processes=1)
+    assert row["requests"] > 0 and row["errors"] == 0, row
+    assert 0 < row["p50_ms"] <= row["p99_ms"]
+
+
+@pytest.fixture(scope="module")
+def bench_store(tiny_checkpoint, tiny_export, tmp_path_factory):
+    """The archives `make bench-mars` builds, from the tiny model: bert_stock.mar (bench/stock_handler.py) and
+    bert_trt_nocache.mar (the shipped archive, prediction cache off)."""
+    import build_mar
+    from bench import stock_handler
+    from export.mar import build_mar as build_archive
+
+    store = tmp_path_factory.mktemp("bench_store")
+    build_archive(build_mar.parse_args(["--checkpoint", str(tiny_checkpoint), "--handler", stock_handler.__file__, "--model-name", "bert_stock",
+                                        "--out", str(store)]))  # fmt: skip
+    build_archive(build_mar.parse_args(["--checkpoint", str(tiny_checkpoint), "--export-dir", str(tiny_export), "--out", str(store),
+                                        "--model-name", "bert_trt_nocache", "--response-cache-size", "0"]))  # fmt: skip
+    return store
+
+
+@pytest.mark.integration
+def test_config_sweep_runs_one_small_configuration(bench_store, labelled_csv, tmp_path, monkeypatch):
+    from bench import config_sweep
+
+    out = tmp_path / "results"
+    argv = ["config_sweep.py", "--store", str(bench_store), "--test-csv", str(labelled_csv), "--batch-sizes", "4", "--delays", "5", "--workers", "1",
+            "--concurrency", "1", "4", "--max-requests", "12", "--max-seconds", "10", "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    config_sweep.main()
+    with (out / "config_sweep.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["concurrency"] for row in table] == ["1", "4"]
+    assert all(int(row["errors"]) == 0 and float(row["throughput_rps"]) > 0 for row in table), table
+
+
+@pytest.mark.integration
+def test_load_test_quick_run_compares_the_stock_archive_with_ours(bench_store, labelled_csv, tmp_path, monkeypatch):
+    from bench import load_test
+
+    out = tmp_path / "results"
+    argv = ["load_test.py", "--quick", "--store", str(bench_store), "--test-csv", str(labelled_csv), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    load_test.main()
+    with (out / "load_test.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert {(row["config"].split()[0], row["concurrency"]) for row in table} >= {("bert_stock", "1"), ("bert_trt", "8")}, table
+    assert all(int(row["errors"]) == 0 and int(row["requests"]) == 40 for row in table), table
+    assert (out / "load_test.png").stat().st_size > 1000
+
+
+@pytest.mark.integration
+def test_soak_command_writes_its_report_table_and_plot(tiny_model_store, tmp_path, monkeypatch):
+    import json
+
+    from bench import soak
+
+    out = tmp_path / "results"
+    monkeypatch.setattr(sys, "argv", ["soak.py", "--store", str(tiny_model_store), "--minutes", "0.25", "--concurrency", "2", "--out", str(out)])
+    soak.main()
+    report = json.loads((out / "soak.json").read_text())
+    assert report["requests"] > 0 and report["unexpected"] == 0 and report["samples"]
+    with (out / "soak.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == len(report["samples"])
+    assert (out / "soak.png").stat().st_size > 1000

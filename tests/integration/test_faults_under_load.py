@@ -3,15 +3,18 @@ answered wrong, only the requests in flight at the fault fail, and the server re
 
 from __future__ import annotations
 
+import http.client
 import json
-import os
 import signal
+import threading
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
 
+from export.mar import TorchServeSettings
 from harness.load import in_background, run_load
 from harness.torchserve import TorchServe
 from tests.integration.test_torchserve import TEXTS
@@ -47,33 +50,75 @@ def slow_server(slow_model_store, tmp_path_factory):
         yield instance
 
 
-def test_worker_killed_under_load_loses_only_its_in_flight_requests(server, reference_classifier, record_property):
-    """Requests in flight at the kill fail with a 5xx, or (TorchServe 0.12, when the kill lands while the
-    frontend is still gathering the batch) get no answer at all until the client's timeout. Every request
-    sent after the kill is answered, correctly, once the worker has restarted."""
-    worker_pid = server.describe("bert_trt")["workers"][0]["pid"]
+#: seconds from a worker's SIGKILL until a new worker (one worker, the shipped archive) answers a prediction:
+#: measured 3.1-5.4 s on the 2-core machine with training on both cores (a worker's cold start is ~3 s, README
+#: "Cold start"); the bound leaves room for a slower CI machine and one failed restart (TorchServe backs off 1 s)
+WORKER_RECOVERY_BOUND_S = 20.0
+
+
+def gone(process: psutil.Process, timeout: float = 10) -> None:
+    """Wait until `process` has exited (a zombie counts: it answers nothing)."""
+    deadline = time.monotonic() + timeout
+    while process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, f"process {process.pid} still runs {timeout:.0f} s after SIGKILL"
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def one_worker_server(tiny_checkpoint, tiny_export, tmp_path_factory):
+    """TorchServe with the tests' model as build_mar.py ships it for the CPU (batchSize, maxBatchDelay and
+    timeouts at their defaults), but one worker: after a kill, only a new worker can answer."""
+    import build_mar
+    from export.mar import build_mar as build_archive
+
+    store = tmp_path_factory.mktemp("one_worker") / "model_store"
+    args = ["--checkpoint", str(tiny_checkpoint), "--export-dir", str(tiny_export), "--target", "cpu", "--out", str(store),
+            "--min-workers", "1", "--max-workers", "1"]  # fmt: skip
+    build_archive(build_mar.parse_args(args))
+    with TorchServe(workdir=tmp_path_factory.mktemp("ts_one_worker"), model_store=store).running() as instance:
+        yield instance
+
+
+def test_worker_killed_under_load_is_replaced_by_a_new_worker_that_answers(one_worker_server, reference_classifier, record_property):
+    """One worker at the shipped batch delay, SIGKILLed under load: requests in flight at the kill fail with a
+    5xx, or (TorchServe 0.12, when the kill lands while the frontend is still gathering the batch) get no
+    answer until the client's timeout. A request sent after the kill can only be answered by a new worker:
+    it is, within WORKER_RECOVERY_BOUND_S, and the management API then shows one READY worker with a new pid.
+    Every request sent after the kill is answered, correctly."""
+    server = one_worker_server
+    description = server.describe("bert_trt")
+    assert description["batchSize"] == TorchServeSettings().batch_size and description["maxBatchDelay"] == TorchServeSettings().max_batch_delay_ms
+    assert [worker["status"] for worker in description["workers"]] == ["READY"]
+    worker = psutil.Process(int(description["workers"][0]["pid"]))
     thread, result = in_background(run_load, server, TEXTS, THREADS, seconds=24, timeout=10)
     time.sleep(4)
     killed_at = time.monotonic()
-    os.kill(int(worker_pid), signal.SIGKILL)
-    time.sleep(0.1)
+    worker.send_signal(signal.SIGKILL)
+    gone(worker)
+    # why ops.health has its own readiness probe (README): TorchServe's /ping still says Healthy with its only worker dead
+    ping = server.request("GET", f"{server.inference_url}/ping", timeout=10)
     first_after = server.predict(TEXTS[0], timeout=60)  # sent after the kill: waits in the queue for the new worker
     recovery = time.monotonic() - killed_at
+    workers_after = server.describe("bert_trt")["workers"]
     thread.join(90)
     outcomes = result[0]
     lost = [o for o in outcomes if o.status != 200]
+    assert ping.status_code == 200 and "Healthy" in ping.text, ping.text
+    assert first_after.status_code == 200, first_after.text
+    assert first_after.json()["label"] == reference_classifier.classify([TEXTS[0]])[0]["label"]
+    assert len(workers_after) == 1 and workers_after[0]["status"] == "READY", workers_after
+    assert int(workers_after[0]["pid"]) != worker.pid, "the management API still shows the killed worker's pid"
+    assert recovery < WORKER_RECOVERY_BOUND_S, f"a new worker answered {recovery:.1f} s after the kill"
     assert all(500 <= o.status < 600 or o.hung for o in lost), sorted({(o.status, o.error) for o in lost})
-    # in flight = sent before the worker's death was noticed: within the batch delay (200 ms) of the kill
+    # in flight = sent before the frontend noticed the worker's death (the batch delay is 1 ms; 0.5 s covers the noticing)
     assert all(o.started <= killed_at + 0.5 for o in lost), [(round(o.started - killed_at, 2), o.status, o.error) for o in lost]
     assert len(lost) <= THREADS, f"{len(lost)} lost: more than the requests in flight"
     assert not correct(outcomes, reference_classifier)
-    assert first_after.status_code == 200 and [o for o in outcomes if o.status == 200 and o.started > killed_at]
+    assert [o for o in outcomes if o.status == 200 and o.started > killed_at + recovery]
     summary = (f"{len(outcomes)} requests, {len(lost)} lost ({sum(o.hung for o in lost)} unanswered until the client timeout, "
-               f"{sum(o.status >= 500 for o in lost)} x 5xx), a request sent after the kill answered in {recovery:.1f} s")  # fmt: skip
+               f"{sum(o.status >= 500 for o in lost)} x 5xx), a new worker answered {recovery:.1f} s after the kill")  # fmt: skip
     record_property("worker_kill", summary)
-    print(f"\nworker SIGKILL under load: {summary}")
-    assert recovery < 60
-    assert server.describe("bert_trt")["workers"][0]["pid"] != worker_pid
+    print(f"\nworker SIGKILL under load (one worker): {summary}")
 
 
 def test_batch_slower_than_response_timeout_fails_cleanly_and_the_worker_is_recycled(slow_server):
@@ -89,24 +134,54 @@ def test_batch_slower_than_response_timeout_fails_cleanly_and_the_worker_is_recy
     assert slow_server.describe("slow")["workers"][0]["pid"] != worker_pid
 
 
+#: a refused request's answer time (send to whole answer read, connections opened beforehand), p95 and max over the
+#: 20 refusals of a burst of 24: measured p95 26-61 ms, max 29-64 ms on the 2-core machine with training on both
+#: cores (so the 36 ms once seen on a quiet machine is no guarantee); the bounds leave 2.5x / 4x of that
+QUEUE_FULL_P95_BOUND_S = 0.15
+QUEUE_FULL_MAX_BOUND_S = 0.25
+
+
+def burst(server: TorchServe, texts: list[str], model_name: str) -> list[tuple[int, float]]:
+    """(status, seconds) of one prediction per text, all sent at once: each client thread connects and builds its
+    request first, then all send together, timed from send to the whole answer read (the server's time to
+    answer, not the client's start-up)."""
+    url = urllib.parse.urlsplit(server.inference_url)
+    headers = {**server.headers("inference"), "Content-Type": "text/plain; charset=utf-8"}
+    start = threading.Barrier(len(texts))
+
+    def one(text: str) -> tuple[int, float]:
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+        try:
+            connection.connect()
+            start.wait(30)
+            sent = time.monotonic()
+            connection.request("POST", f"/predictions/{model_name}", body=text.encode("utf-8"), headers=headers)
+            response = connection.getresponse()
+            response.read()
+            return response.status, time.monotonic() - sent
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(len(texts)) as pool:
+        return list(pool.map(one, texts))
+
+
 def test_full_job_queue_answers_fast_503s_and_every_accepted_request(slow_server, record_property):
+    """24 requests at once while the one worker sleeps and the queue holds 4: 20 are refused with a 503 at once
+    (p95 under QUEUE_FULL_P95_BOUND_S, none slower than QUEUE_FULL_MAX_BOUND_S), the 4 queued are answered."""
     hold, _ = in_background(slow_server.predict, "sleep 3", model_name="slow", timeout=60)
     time.sleep(0.5)  # the worker is busy with the sleeping batch; the queue holds 4
-    with ThreadPoolExecutor(24) as pool:
-        def timed(index):
-            started = time.monotonic()
-            response = slow_server.predict(f"burst request {index}", model_name="slow", timeout=60)
-            return response.status_code, time.monotonic() - started
-
-        results = list(pool.map(timed, range(24)))
+    results = burst(slow_server, [f"burst request {index}" for index in range(24)], model_name="slow")
     hold.join(60)
-    refused = [seconds for status, seconds in results if status == 503]
+    refused = sorted(seconds for status, seconds in results if status == 503)
     answered = [status for status, _ in results if status == 200]
     assert len(refused) + len(answered) == 24, sorted({status for status, _ in results})
-    assert refused and answered, results
-    assert max(refused) < 1.0, f"503s took up to {max(refused):.2f} s"
-    record_property("queue_full", f"{len(refused)} x 503 (max {max(refused) * 1000:.0f} ms), {len(answered)} x 200")
-    print(f"\nqueue full: {len(refused)} fast 503s (max {max(refused) * 1000:.0f} ms), {len(answered)} answered")
+    assert len(refused) == 20 and len(answered) == 4, results
+    p50, p95 = refused[len(refused) // 2], refused[int(0.95 * (len(refused) - 1))]
+    summary = f"{len(refused)} x 503 (p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, max {refused[-1] * 1000:.0f} ms), {len(answered)} x 200"
+    record_property("queue_full", summary)
+    print(f"\nqueue full: {summary}")
+    assert p95 < QUEUE_FULL_P95_BOUND_S and refused[-1] < QUEUE_FULL_MAX_BOUND_S, summary
     assert slow_server.predict("after the burst", model_name="slow").status_code == 200
 
 
