@@ -112,6 +112,24 @@ def test_container_runs_as_non_root_with_probes_inside(container):
     assert live.returncode == 0, live.stdout + live.stderr
 
 
+def test_the_key_renewer_runs_inside_the_container_and_renewed_keys_are_served(container):
+    """The entrypoint's renewer is running, and a renewal inside the container (as the renewer makes it) replaces the
+    inference key: the new key is answered, the old one refused."""
+    name, url = container
+    processes = docker("top", name, "-eo", "args").stdout
+    assert "ops.keys renew" in processes, processes
+    old = inference_key(name)
+    renew = "PYTHONPATH=/opt/bert-trt-serve/tools python -m ops.keys renew-once --kinds inference --config /opt/bert-trt-serve/config.properties --key-dir /home/serve/run"
+    renewed = docker("exec", name, "sh", "-c", renew, check=False)
+    assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+    new = inference_key(name)
+    assert new != old
+    def status(key: str) -> int:
+        headers = {"Content-Type": "text/plain", "Authorization": f"Bearer {key}"}
+        return requests.post(f"{url}/predictions/bert_trt", data=b"great value", headers=headers, timeout=60).status_code
+    assert status(new) == 200 and status(old) == 400
+
+
 def test_image_size_is_reported(image, record_property):
     size = int(docker("image", "inspect", TAG, "--format", "{{.Size}}").stdout.strip())
     record_property("image_size_mib", round(size / 2**20))
