@@ -56,3 +56,9 @@ def test_gpu_figures_against_torch_compile_are_the_committed_runs():
     ours_rate, compiled_rate = float(grid["bert_base", "graphs", "128", "128"]["seq_per_s"]), anchor["compile-reduce-overhead-fp16", 128, 128]["seq_per_s"]
     line = row_of(table, "H100, BERT-base 128×128")
     assert f"| {ours_rate:,.0f} |" in line and f"fp16: {compiled_rate:,.0f} | {ours_rate / compiled_rate:.2f}×" in line
+
+
+def test_default_model_accuracy_is_the_committed_runs():
+    rows = {row["variant"]: row for row in csv.DictReader((RESULTS / "cpu_2core" / "compression_pareto.csv").open())}
+    fp32, int8 = float(rows["teacher/fp32"]["accuracy"]), float(rows["default"]["accuracy"])
+    assert f"test accuracy {fp32:.3f} in fp32 and {int8:.3f} for the shipped int8 path" in readme_section("Two commands")

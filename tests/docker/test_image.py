@@ -116,7 +116,7 @@ def test_the_key_renewer_runs_inside_the_container_and_renewed_keys_are_served(c
     """The entrypoint's renewer is running, and a renewal inside the container (as the renewer makes it) replaces the
     inference key: the new key is answered, the old one refused."""
     name, url = container
-    processes = docker("top", name, "-eo", "args").stdout
+    processes = docker("top", name).stdout
     assert "ops.keys renew" in processes, processes
     old = inference_key(name)
     renew = "PYTHONPATH=/opt/bert-trt-serve/tools python -m ops.keys renew-once --kinds inference --config /opt/bert-trt-serve/config.properties --key-dir /home/serve/run"
