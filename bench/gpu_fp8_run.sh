@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU call for issue 15's figures (see README "FP8 and quantized engines"): TensorRT-RTX builds of our
+# One GPU call for issue 15's figures (see docs/gpu-and-tensorrt.md ("FP8 and quantized engines")): TensorRT-RTX builds of our
 # fp16 / int8 / fp8 graphs, the FP8 goal run, the anchors, the GPU tests. Needs on the device:
 # TensorRT-RTX's libs + bindings unpacked under /tmp/rtxsite (gpu-notes recipe), .carry from
 # `python -m bench.prepare_device_bundle` with fp8_scales.json in .carry/default_model_dir.

@@ -1,6 +1,6 @@
 """The host path at GPU speed, measured in one run: tokenizer, handler, TorchServe and the KServe door.
 
-    # on the GPU machine, after `python -m bench.prepare_host_path_bundle` here (README "GPU")
+    # on the GPU machine, after `python -m bench.prepare_host_path_bundle` here (docs/gpu-and-tensorrt.md)
     PYTHONPATH=.:/tmp/site python -m bench.gpu_host_path --bundle .carry --stages inprocess kserve --out $OUT
     PYTHONPATH=.:/tmp/site python -m bench.gpu_host_path --bundle .carry --stages torchserve --out $OUT
     # anywhere, seconds long, on the CPU (CI's smoke run)

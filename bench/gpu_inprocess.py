@@ -1,6 +1,6 @@
 """GPU check and benchmark of the handler, driven in-process the way a TorchServe worker drives it.
 
-Run on a CUDA machine after `python -m bench.prepare_device_bundle` (see README "GPU"):
+Run on a CUDA machine after `python -m bench.prepare_device_bundle` (see docs/gpu-and-tensorrt.md):
 
     PYTHONPATH=.:.carry/site python -m bench.gpu_inprocess --out results/
 

@@ -7,7 +7,7 @@ Starts its own TorchServe (free loopback ports, model API on), registers one con
 a time (so configurations never share the CPU), and sends the default test texts from
 `--concurrency` client threads. Every level is bounded by a request count and a duration.
 Writes load_test.csv and load_test.png (latency vs throughput per configuration).
-Build the archives first: `make mar` and `make bench-mars` (see README "Benchmarks").
+Build the archives first: `make mar` and `make bench-mars` (see docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@
 .carry_jar/  (second call, 44 MiB) TorchServe's Java frontend, model-server.jar
 
 Then on the device: `bash bench/gpu_host_path_run.sh install` carrying .carry, and
-`bash bench/gpu_host_path_run.sh run STAGES` carrying .carry_jar (README "GPU").
+`bash bench/gpu_host_path_run.sh run STAGES` carrying .carry_jar (docs/gpu-and-tensorrt.md).
 """
 
 from __future__ import annotations

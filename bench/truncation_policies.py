@@ -1,4 +1,4 @@
-"""Accuracy of each truncation policy on the longest texts of a test split (README "Long texts").
+"""Accuracy of each truncation policy on the longest texts of a test split (docs/models-and-training.md ("Long texts")).
 
     python -m bench.truncation_policies --checkpoint artifacts/zh/checkpoint --export-dir artifacts/zh/export \\
         --test artifacts/zh/data/test.csv --max-length 128 64 --out bench/results/cpu_2core/

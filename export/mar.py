@@ -76,7 +76,7 @@ class TorchServeSettings:
 
 SERVING_TARGETS = ("cpu", "gpu")
 #: 4 workers sharing the GPU, batches of up to 64 gathered for at most 1 ms (TorchServe 0.12's shortest useful window).
-#: Measured on one H200 (bench/gpu_host_path.py, README "GPU"): a lone request's p50 2.3 ms against 12.6 ms with the
+#: Measured on one H200 (bench/gpu_host_path.py, docs/gpu-and-tensorrt.md): a lone request's p50 2.3 ms against 12.6 ms with the
 #: previous 10 ms window; the window no longer pays for itself now that a worker answers a batch of 64 in ~2.5 ms
 GPU_TARGET_SETTINGS = TorchServeSettings(batch_size=64, max_batch_delay_ms=1, min_workers=4, max_workers=4)
 

@@ -10,7 +10,7 @@ A JSON object may ask for more (handler/payload.py:ResponseOptions): "top_k", "r
 multi-label models "threshold" (their answers carry "labels", every label at or above it).
 Pair models answer {"text": ..., "text_pair": ...} with "pair_tokens" and "truncated_side" added; a
 regression model answers {"score": 3.71, "truncated", "tokens", "backend"}; a {"query", "texts"} reranking
-request gets one list of {"index", "score", "truncated", "backend"}, best first (README "Task shapes").
+request gets one list of {"index", "score", "truncated", "backend"}, best first (docs/models-and-training.md ("Task shapes")).
 A request that sent a list of texts gets a list of these, in order. A bad request gets
 ``{"error": "...", "code": 4xx}`` with that HTTP status (handler/http_status.py); the rest of its batch is answered.
 """

@@ -3,7 +3,7 @@
 Through KServe's FastAPI app a v1 request costs ~1 ms of the event loop's time on the H200 machine's host
 (routing, pydantic, a timing middleware that calls getrusage twice and logs a trace line per request),
 which caps one server process near 1,000 requests/s whatever the GPU does (bench/gpu_host_path.py,
-README "GPU"). `FastPredictDoor` sits in front of that app as plain ASGI: POST /v1/models/<model>:predict
+docs/gpu-and-tensorrt.md). `FastPredictDoor` sits in front of that app as plain ASGI: POST /v1/models/<model>:predict
 is decoded, batched and answered here (the same decoding, answers, rejections and metrics as before:
 kserve_server/model.py), everything else (v2, metadata, health, /metrics) goes on to KServe's app, except
 KServe's model-repository routes (POST /v2/repository/models/<name>/load | unload: a management API that

@@ -1,6 +1,6 @@
 """Several server processes behind one address (`python -m kserve_server --workers N`).
 
-One Python process cannot feed a GPU (tokenizing and answering hold the interpreter: README "GPU"), so
+One Python process cannot feed a GPU (tokenizing and answering hold the interpreter: docs/gpu-and-tensorrt.md), so
 the server can run N copies of itself, each with its own model and backend, all listening on the same
 HTTP and gRPC ports (SO_REUSEPORT: the kernel spreads connections across them). A process binds its
 ports only after its model has loaded and warmed up, so connections only reach ready ones.

@@ -1,6 +1,6 @@
 """TorchServe's token keys: read key_file.json, renew keys through the token API, keep them fresh.
 
-Facts of TorchServe 0.12 this relies on (measured; see README "Tokens"):
+Facts of TorchServe 0.12 this relies on (measured; see docs/operations.md ("Tokens")):
 * ``key_file.json`` is written in the directory TorchServe was started from (mode 0600) and holds an
   inference and a management key, each with an ``"expiration time"`` (ISO-8601 UTC), and the API key,
   which never expires. It is deleted by ``torchserve --stop``.

@@ -270,7 +270,7 @@ class CompressionPlan:
     intermediate_size: int
     steps: int = DEFAULT_STEPS
     batch_size: int = DEFAULT_BATCH_SIZE
-    #: chosen on the H200 sweep in bench/results/compression_sweep_h200/ (README "Smaller models")
+    #: chosen on the H200 sweep in bench/results/compression_sweep_h200/ (docs/models-and-training.md ("Smaller models"))
     learning_rate: float = 3e-4
     temperature: float = 1.0
     soft_weight: float = 0.5

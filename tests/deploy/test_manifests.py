@@ -133,7 +133,7 @@ def test_torchserve_runtime_storage_layout_serves_kserve_v1_bodies(tiny_model_st
 
 
 def test_the_gpu_predictor_runs_8_server_processes_with_a_core_and_more_each():
-    """README "KServe": the GPU manifest runs `--workers 8` (one Python process cannot feed a GPU)."""
+    """docs/kserve.md: the GPU manifest runs `--workers 8` (one Python process cannot feed a GPU)."""
     (gpu,) = [doc for _, doc in documents() if doc.get("metadata", {}).get("name") == "bert-trt-gpu"]
     container = gpu["spec"]["predictor"]["containers"][0]
     args = container["args"]

@@ -7,7 +7,7 @@ server still answering afterwards.
 TorchServe's gRPC inference door (7070 in config.properties; a free port here) through stubs generated at
 test time from the protos inside TorchServe's own jar: with and without the key, a Chinese text, and a bad
 payload, which TorchServe 0.12 answers with gRPC status OK and the handler's error JSON (with "code": 400)
-in the prediction bytes: the per-request 4xx does not become a gRPC status there (README "gRPC").
+in the prediction bytes: the per-request 4xx does not become a gRPC status there (docs/api.md ("gRPC")).
 """
 
 from __future__ import annotations

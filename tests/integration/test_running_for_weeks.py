@@ -1,4 +1,4 @@
-"""README "Running for weeks", held to a real TorchServe: the key file and its renewer (standalone, as for a
+"""docs/operations.md ("Running for weeks"), held to a real TorchServe: the key file and its renewer (standalone, as for a
 TorchServe started by hand, and the one `start`/`stop` manage), the timeouts TorchServe applies from the
 archive, loopback-only listeners, the metrics port without a token, and a start slower than responseTimeout.
 (The renewal schedule itself is unit-tested in tests/ops/test_keys_unit.py.)"""

@@ -11,7 +11,7 @@ from harness.torchserve import TorchServe
 SECONDS = 40
 #: MiB the workers' (all together) and the frontend's RSS may grow from the first sample after the warm-up (the
 #: first quarter of the run) to the last. Measured over those 30 s on the 2-core machine with training on both cores:
-#: workers +0.1-0.2 MiB, frontend +17-22 MiB (the JVM growing its heap early in a run; README "Soak" has the 5-minute
+#: workers +0.1-0.2 MiB, frontend +17-22 MiB (the JVM growing its heap early in a run; docs/benchmarks.md has the 5-minute
 #: figures). A worker leaking ~15 KiB per request (~550 requests after the warm-up) would break the worker bound.
 WORKER_RSS_GROWTH_BOUND_MIB = 8
 FRONTEND_RSS_GROWTH_BOUND_MIB = 64

@@ -118,7 +118,7 @@ def test_the_renewer_looks_every_30_s_with_shipped_keys_and_often_enough_with_sh
     from ops.properties import ServerAddresses
 
     shipped = ServerAddresses.from_properties(Path(__file__).resolve().parents[2] / "config.properties").token_lifetime_min
-    assert shipped == 60  # README "Tokens": 60-minute keys, chosen on purpose
+    assert shipped == 60  # docs/operations.md ("Tokens"): 60-minute keys, chosen on purpose
     assert check_interval_s(shipped) == 30.0
     for lifetime_min in (0.5, 1, 5, 60, 24 * 60):
         assert check_interval_s(lifetime_min) < lifetime_min * 60 * RENEW_AT_REMAINING_SHARE

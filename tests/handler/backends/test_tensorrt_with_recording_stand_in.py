@@ -3,7 +3,7 @@
 What these prove: I/O dtypes follow the engine (int32 or int64), shapes are set within the
 profile, buffers are bound by name, oversize batches are split, long texts are truncated to the
 profile's max, short ones padded to its min, and every reason to refuse the engine is reported.
-What they cannot prove: that a real engine runs; see README "What has run on real TensorRT".
+What they cannot prove: that a real engine runs; see docs/gpu-and-tensorrt.md ("What has run on real TensorRT").
 """
 
 from __future__ import annotations
