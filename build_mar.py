@@ -19,7 +19,7 @@ from handler.settings import BACKEND_NAMES, PAIR_TRUNCATION_POLICIES, TRUNCATION
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line (parse_args turns it into a `MarRequest`; tests/test_cli_docs.py reads its flags)."""
+    """The command line (parse_args turns it into a `MarRequest`)."""
     defaults = HandlerSettings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/default/checkpoint"), help="fine-tuned HF checkpoint folder")

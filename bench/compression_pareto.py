@@ -375,7 +375,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (parse_args reads it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (parse_args reads it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", type=Path, default=REPO / "artifacts/default/checkpoint", help="the fine-tuned checkpoint the students came from")
     parser.add_argument("--teacher-export", type=Path, help="reuse this export of the teacher (model.onnx + model.int8.onnx); default: export it under --work")

@@ -88,7 +88,7 @@ def measure(service, texts: list[str], alone: dict, in_flight: int, locked: bool
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True, help="a folder laid out like an unpacked .mar")
     parser.add_argument("--texts", type=Path, help="label,txt CSV of texts to send (default: generated ones)")

@@ -167,7 +167,7 @@ def accuracy_and_invariance(bundle: Path) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=Path(".carry"))
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_results")))

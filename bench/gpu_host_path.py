@@ -369,7 +369,7 @@ def wait_for_workers(url: str, count: int, timeout: float = 300) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, help="what prepare_host_path_bundle wrote (tokenizer/, test.csv, baseline/)")
     parser.add_argument("--checkpoint", type=Path, help="a checkpoint to serve as it is (the CPU smoke run's tiny model)")

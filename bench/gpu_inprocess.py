@@ -81,7 +81,7 @@ def cpu_reference(model_dir: Path, texts: list[str]) -> np.ndarray:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=REPO / ".carry")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_results")))

@@ -129,7 +129,7 @@ def _event_ms(fn, iterations: int = 30) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_results")))
     parser.add_argument("--compile", action="store_true", help="also the torch.compile variants (10-20 s per shape)")

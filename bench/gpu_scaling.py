@@ -30,7 +30,7 @@ def gpu_columns(row: dict, suffix: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--one", type=Path, required=True, help="gpu_torchserve.py --out folder of the one-GPU run")
     parser.add_argument("--two", type=Path, required=True, help="... of the two-GPU run")

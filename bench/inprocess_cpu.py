@@ -127,7 +127,7 @@ def accuracy(classifier: TextClassifier, texts: list[str], gold: list[str]) -> f
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=REPO / "artifacts/default/checkpoint")
     parser.add_argument("--export-dir", type=Path, default=REPO / "artifacts/default/export")

@@ -240,7 +240,7 @@ def write_results(rows: list[dict], out: Path, stem: str, title: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, default=REPO / "model_store")
     parser.add_argument("--test-csv", type=Path, default=REPO / "artifacts/data/test.csv")

@@ -28,7 +28,7 @@ DEVICE_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=REPO / "artifacts/default/checkpoint", help="whose tokenizer the run uses")
     parser.add_argument("--test-csv", type=Path, default=REPO / "artifacts/data/test.csv")

@@ -98,7 +98,7 @@ def run_soak(server: TorchServe, seconds: float, concurrency: int = 4, sample_ev
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, default=REPO / "model_store")
     parser.add_argument("--minutes", type=float, default=10)

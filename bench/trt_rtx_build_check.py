@@ -53,7 +53,7 @@ def build_check(trt, precision: str, onnx_path: Path, spec) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokenizer", type=Path, required=True)
     parser.add_argument("--texts", type=Path, required=True, help="label,txt CSV: calibration texts for the QDQ graphs")

@@ -161,7 +161,7 @@ def prepare_archive(mar: Path, cache: Path, out_dir: Path, platform: GpuPlatform
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mar", type=Path, required=True, help="the archive to serve (with model.onnx for the engine build)")
     parser.add_argument("--cache", type=Path, required=True, help="engine cache folder (a volume)")

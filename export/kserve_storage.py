@@ -56,7 +56,7 @@ def stage(mar: Path, out: Path, model_name: str = "bert_trt") -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mar", type=Path, default=Path("model_store/bert_trt.mar"))
     parser.add_argument("--out", type=Path, default=Path("dist/kserve-torchserve"))

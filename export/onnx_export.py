@@ -210,7 +210,7 @@ def check_onnx_parity(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/default/checkpoint"))
     parser.add_argument("--out-dir", type=Path, default=Path("artifacts/default/export"))

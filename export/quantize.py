@@ -478,7 +478,7 @@ def quantize_from_args(onnx_path: Path, checkpoint: Path, args: argparse.Namespa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/default/checkpoint"))
     parser.add_argument("--onnx", type=Path, default=Path("artifacts/default/export") / layout.ONNX_FILE)

@@ -303,7 +303,7 @@ def reference_files(args: argparse.Namespace, needed: tuple[str, ...]) -> tuple[
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", type=Path, default=DEFAULT_ONNX, help=f"the fp32 ONNX from export.onnx_export (default: the built-in model's, {DEFAULT_ONNX})")
     parser.add_argument("--engine", type=Path, default=Path("artifacts/default") / layout.ENGINE_FILE)

@@ -308,7 +308,7 @@ class TorchServe:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["start", "predict", "stop"])
     parser.add_argument("text", nargs="?", default="I absolutely love this, it is wonderful!")

@@ -40,9 +40,10 @@ class PrometheusMetrics(MetricsSink):
         self.cache_misses = Counter("bert_trt_cache_misses", "texts not found in the prediction cache", labels, registry=registry)
         self.stage_ms = Histogram("bert_trt_stage_ms", "milliseconds per batch and stage", [*labels, "stage"], buckets=MS_BUCKETS, registry=registry)
         # with several worker processes the scrape shows the sum over the live ones (a dead worker's requests are gone)
-        self.in_flight = Gauge("bert_trt_in_flight_requests", "prediction requests received and not yet answered", ["model"],
-                               registry=registry, multiprocess_mode="livesum")  # fmt: skip
-        self.in_flight.labels(model).set(0)  # scraped as 0 before the first request, not missing
+        # bound to this model once: every request enters and leaves it (no label lookup per request)
+        self.in_flight_requests = Gauge("bert_trt_in_flight_requests", "prediction requests received and not yet answered", ["model"],
+                                        registry=registry, multiprocess_mode="livesum").labels(model)  # fmt: skip
+        self.in_flight_requests.set(0)  # scraped as 0 before the first request, not missing
 
     def backend_started(self, backend: str) -> None:
         self.active_backend.labels(self.model, backend).set(1)

@@ -90,7 +90,7 @@ class BertClassifierModel(kserve.Model):
         except RequestRejected:
             self.metrics.rejected.labels(self.name, self.service.backend_name).inc()
             raise
-        with self.metrics.in_flight.labels(self.name).track_inprogress():  # queued for a batch, then computing
+        with self.metrics.in_flight_requests.track_inprogress():  # queued for a batch, then computing
             results = [unwrapped(result) for result in await self.batcher.submit(requests)]
         if v2:
             return v2_response(self.name, payload.id, self.service, results[0], binary=payload.from_grpc)

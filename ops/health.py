@@ -90,7 +90,7 @@ def ready(management_url: str, key_dir: str | Path, models: list[str], min_ready
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("probe", choices=["live", "ready"])
     parser.add_argument("--config", type=Path, default=Path("config.properties"))

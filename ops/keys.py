@@ -149,7 +149,7 @@ def renew_forever(management_url: str, key_dir: str | Path, lifetime_min: float,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["renew", "renew-once", "show"])
     parser.add_argument("--config", type=Path, default=Path("config.properties"), help="the config.properties TorchServe runs with")

@@ -108,7 +108,7 @@ def prepare(out_dir: Path, vocab_size: int = DEFAULT_VOCAB_SIZE) -> dict[str, Pa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("artifacts/zh"))
     parser.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)

@@ -368,7 +368,7 @@ def compress(teacher_dir: Path, train_csv: Path, dev_csv: Path, test_csv: Path, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", type=Path, default=Path("artifacts/default/checkpoint"), help="the fine-tuned checkpoint to compress")
     parser.add_argument("--out", type=Path, required=True, help="where the student checkpoint is written")

@@ -184,7 +184,7 @@ def write_default_splits(out_dir: str | Path) -> dict[str, Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="artifacts/data", help="folder for train.csv, dev.csv, test.csv")
     return parser

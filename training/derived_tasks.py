@@ -210,7 +210,7 @@ def record(result: dict, results_file: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True, choices=sorted(TASKS))
     parser.add_argument("--out", type=Path, help="folder for train.csv, dev.csv, test.csv (default artifacts/derived/<task>/data)")

